@@ -1,0 +1,67 @@
+"""Alembic environment: the URL comes from the caller or DATABASE_URL, never from alembic.ini."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import context
+from sqlmodel import SQLModel
+
+import shared.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from shared.models import UTCDateTime
+from shared.settings import load_settings
+
+# An arbitrary constant: the key of the PostgreSQL advisory lock that stops two workers starting
+# at once from running the same migration twice.
+MIGRATION_LOCK_KEY = 7_305_221_118
+
+config = context.config
+url = config.attributes.get("database_url") or load_settings().database_url
+
+
+def render_item(type_: str, obj: Any, _autogen_context: Any) -> str | bool:
+    """Render our UTC timestamp as its plain SQL type, so migrations import nothing of ours."""
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    if type_ == "type" and type(obj).__name__ == "AutoString":
+        length = getattr(obj, "length", None)
+        return f"sa.String(length={length})" if length else "sa.String()"
+    return False
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=url,
+        target_metadata=SQLModel.metadata,
+        literal_binds=True,
+        render_item=render_item,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=SQLModel.metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            render_item=render_item,
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:k)"),
+                    {"k": MIGRATION_LOCK_KEY},
+                )
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

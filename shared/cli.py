@@ -1,0 +1,90 @@
+"""`syncflows`: the commands that are not flows (database, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from shared.db import migrate
+from shared.settings import load_settings
+
+COLUMNS = (
+    "flow",
+    "state",
+    "records_read",
+    "created",
+    "updated",
+    "unchanged",
+    "skipped",
+    "failed",
+    "requests",
+    "seconds",
+)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
+    """Rows as a plain fixed-width table."""
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    lines = [
+        "  ".join(c.ljust(widths[c]) for c in columns),
+        "  ".join("-" * widths[c] for c in columns),
+    ]
+    lines += [
+        "  ".join(
+            str(r.get(c, "")).rjust(widths[c])
+            if isinstance(r.get(c), int | float)
+            else str(r.get(c, "")).ljust(widths[c])
+            for c in columns
+        )
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def run_demo() -> list[dict[str, Any]]:
+    """Run every flow against loopback sandboxes on the configured (default SQLite) database."""
+    from flows.selfcheck import selfcheck_sync
+    from sandbox.selfcheck import create_app
+    from sandbox.server import serve
+
+    settings = load_settings()
+    migrate(settings.database_url)
+    key = secrets.token_urlsafe(24)
+    rows = []
+    with serve(create_app(api_key=key)) as base_url:
+        os.environ.update(SELFCHECK_BASE_URL=base_url, SELFCHECK_API_KEY=key)
+        rows.append(asyncio.run(selfcheck_sync()))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="syncflows", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    db = commands.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"], help="migrate DATABASE_URL to the newest schema")
+    commands.add_parser("demo", help="run every flow against local sandboxes and print a summary")
+    args = parser.parse_args(argv)
+
+    if args.command == "db":
+        settings = load_settings()
+        migrate(settings.database_url)
+        print(f"database at {_safe_url(settings.database_url)} is up to date")  # noqa: T201
+    elif args.command == "demo":
+        rows = run_demo()
+        print("\n" + format_table(rows))  # noqa: T201
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Engines, sessions, migrations and dialect-neutral upserts for the state store.
+
+`DATABASE_URL` picks the database: a SQLite file by default, `postgresql+psycopg://…` for
+PostgreSQL. `ensure_schema` migrates to the newest revision on first use in a process, so a first
+run on an empty database needs no extra step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, SQLModel
+
+ROOT = Path(__file__).resolve().parent.parent
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def get_engine(url: str) -> sa.Engine:
+    """One engine per database URL per process."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = _create_engine(url)
+        return engine
+
+
+def dispose_engine(url: str) -> None:
+    """Close the pooled connections of `url` (before dropping a database, in tests)."""
+    with _engines_lock:
+        engine = _engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _create_engine(url: str) -> sa.Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (status, tests) work while a flow writes; busy_timeout makes concurrent
+    # writers from two flow runs wait instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session whose work commits on success and rolls back on any exception."""
+    with Session(get_engine(url), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic config for `url` that works from any working directory."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = url
+    return config
+
+
+def migrate(url: str) -> None:
+    """Upgrade the database at `url` to the newest revision."""
+    command.upgrade(alembic_config(url), "head")
+
+
+def ensure_schema(url: str) -> None:
+    """Migrate once per process and URL; later calls return at once."""
+    with _migrate_lock:
+        if url not in _migrated:
+            migrate(url)
+            _migrated.add(url)
+
+
+def upsert(
+    session: Session,
+    model: type[SQLModel],
+    rows: Sequence[dict[str, Any]],
+    *,
+    keys: Sequence[str],
+    update: Sequence[str] | None = None,
+) -> None:
+    """Insert `rows`, updating `update` columns (default: all non-key) where `keys` collide.
+
+    Uses `INSERT … ON CONFLICT` on both PostgreSQL and SQLite; an empty `update` means
+    "insert if absent" (`DO NOTHING`).
+    """
+    if not rows:
+        return
+    table: sa.Table = model.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(list(rows))
+    columns = [c for c in rows[0] if c not in keys] if update is None else list(update)
+    if columns:
+        statement = statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={column: statement.excluded[column] for column in columns},
+        )
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=list(keys))
+    session.execute(statement)

@@ -1,0 +1,344 @@
+"""The one HTTP client every provider uses: auth, limits, retries, typed errors, redaction.
+
+Policy (STYLE.md, after dlt's retry helper): 429, 5xx, transport errors and unparseable JSON are
+retried with tenacity, waiting the response's Retry-After (seconds or HTTP date) when given, else
+capped exponential backoff with full jitter. Any other 4xx fails at once with `ProviderHTTPError`
+carrying status, method, redacted URL and the provider's own message. Every attempt passes the
+limiter and is counted for the run ledger. Waits go through an injectable `sleep`, so tests
+never sleep. This is the only module that imports httpx and tenacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from shared.limits import Limiter, LimitSpec, global_limit_name, shared_limiter
+from shared.redact import redact, redact_data, redact_url
+from shared.settings import ProviderSettings, Settings
+
+log = logging.getLogger("syncflows.http")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER_SECONDS = 600.0
+MESSAGE_LIMIT = 1000
+
+Sleep = Callable[[float], Awaitable[None]]
+# Mirrors httpx.Response for modules that must not import httpx (flows/ only type against this).
+Response = httpx.Response
+
+
+class ProviderError(Exception):
+    """A provider request failed; every field is safe to log (secrets redacted)."""
+
+    def __init__(
+        self,
+        provider: str,
+        method: str,
+        url: str,
+        message: str,
+        *,
+        status: int | None = None,
+        body: Any = None,
+    ) -> None:
+        self.provider = provider
+        self.method = method
+        self.url = redact_url(url)
+        self.status = status
+        self.message = redact(message)[:MESSAGE_LIMIT]
+        self.body = redact_data(body)
+        status_text = f" → {status}" if status is not None else ""
+        super().__init__(f"{provider} {method} {self.url}{status_text}: {self.message}")
+
+
+class ProviderHTTPError(ProviderError):
+    """A 4xx the provider will answer the same way again: not retried; a per-record failure."""
+
+
+class RetriesExhausted(ProviderError):
+    """Every attempt met a retryable failure (429, 5xx, transport error, malformed JSON)."""
+
+
+class _Retryable(Exception):
+    """One failed attempt worth another try."""
+
+    def __init__(self, error: ProviderError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def parse_retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def provider_message(response: httpx.Response) -> str:
+    """The provider's own error text: the usual JSON fields, else the body, else the reason."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:MESSAGE_LIMIT] or response.reason_phrase
+    parts: list[str] = []
+    if isinstance(body, dict):
+        for key in ("message", "title", "detail", "error", "error_description"):
+            if isinstance(body.get(key), str) and body[key] not in parts:
+                parts.append(body[key])
+        errors = body.get("errors")
+        if errors:
+            parts.append(json.dumps(errors, ensure_ascii=False, default=str))
+    elif isinstance(body, str):
+        parts.append(body)
+    return "; ".join(parts) or json.dumps(body, ensure_ascii=False)[:MESSAGE_LIMIT]
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:MESSAGE_LIMIT]
+
+
+@dataclass
+class RetryPolicy:
+    """How failed attempts are retried; `sleep` is injected by tests."""
+
+    max_attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 60.0
+    retry_statuses: frozenset[int] = RETRY_STATUSES
+    sleep: Sleep = asyncio.sleep
+    retry_after: Callable[[httpx.Response], float | None] = parse_retry_after
+    jitter: Callable[[float], float] = field(default=lambda cap: random.uniform(0, cap))
+
+    def wait(self, state: RetryCallState) -> float:
+        """Retry-After when the provider gave one, else capped exponential backoff, full jitter."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Retryable) and error.retry_after is not None:
+            return error.retry_after
+        cap = min(self.backoff_max, self.backoff_base * 2 ** (state.attempt_number - 1))
+        return self.jitter(cap)
+
+
+class HttpClient:
+    """One provider's `httpx.AsyncClient` for one run, wrapped in limits and retries."""
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        limiter: Limiter | None = None,
+        policy: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        error_message: Callable[[httpx.Response], str] = provider_message,
+    ) -> None:
+        self.provider = provider
+        self.limiter = limiter or Limiter(LimitSpec(name=provider))
+        self.policy = policy or RetryPolicy()
+        self.error_message = error_message
+        self.requests = 0
+        max_connections = self.limiter.spec.max_in_flight or 100
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Accept": "application/json", **(headers or {})},
+            auth=auth,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close connections and give back any shared-limit window."""
+        await self._client.aclose()
+        await self.limiter.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        parse_json: bool = False,
+    ) -> httpx.Response:
+        """Send with limits and retries; return the successful response.
+
+        Raises:
+            ProviderHTTPError: a non-retryable 4xx, with the provider's message.
+            RetriesExhausted: the last of `max_attempts` failed retryably.
+        """
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.policy.max_attempts),
+            wait=self.policy.wait,
+            retry=retry_if_exception_type(_Retryable),
+            sleep=self.policy.sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(
+                        method, path, params, json_body, data, headers, parse_json
+                    )
+        except _Retryable as exhausted:
+            error = exhausted.error
+            raise RetriesExhausted(
+                error.provider,
+                error.method,
+                error.url,
+                f"gave up after {self.policy.max_attempts} attempts: {error.message}",
+                status=error.status,
+                body=error.body,
+            ) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET and decode JSON (a malformed body counts as a retryable failure)."""
+        response = await self.request("GET", path, params=params, parse_json=True)
+        return response.json()
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json_body: Any,
+        data: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        parse_json: bool,
+    ) -> httpx.Response:
+        url = str(self._client.build_request(method, path, params=params).url)
+        async with self.limiter.slot():
+            self.requests += 1
+            try:
+                response = await self._client.request(
+                    method, path, params=params, json=json_body, data=data, headers=headers
+                )
+            except httpx.TransportError as exc:
+                kind = type(exc).__name__
+                raise _Retryable(
+                    ProviderError(self.provider, method, url, f"{kind}: {exc}")
+                ) from None
+        status = response.status_code
+        if status in self.policy.retry_statuses:
+            retry_after = self.policy.retry_after(response)
+            if status == 429:
+                self.limiter.throttled(retry_after)
+            error = ProviderError(
+                self.provider,
+                method,
+                url,
+                self.error_message(response),
+                status=status,
+                body=_body(response),
+            )
+            raise _Retryable(error, retry_after)
+        if status >= 400:
+            raise ProviderHTTPError(
+                self.provider,
+                method,
+                url,
+                self.error_message(response),
+                status=status,
+                body=_body(response),
+            )
+        self.limiter.succeeded()
+        if parse_json:
+            try:
+                response.json()
+            except ValueError:
+                error = ProviderError(
+                    self.provider,
+                    method,
+                    url,
+                    f"malformed JSON in {status} response",
+                    status=status,
+                )
+                raise _Retryable(error) from None
+        return response
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "%s; retrying in %.1f s (attempt %d of %d)",
+            error.error if isinstance(error, _Retryable) else error,
+            wait,
+            state.attempt_number + 1,
+            self.policy.max_attempts,
+        )
+
+
+def provider_client(
+    provider: ProviderSettings,
+    settings: Settings,
+    *,
+    headers: Mapping[str, str] | None = None,
+    auth: httpx.Auth | tuple[str, str] | None = None,
+    base_url: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    policy: RetryPolicy | None = None,
+    error_message: Callable[[httpx.Response], str] = provider_message,
+) -> HttpClient:
+    """The run's client for one provider account, with its shared limiter and retry policy."""
+    spec = LimitSpec(
+        name=global_limit_name(provider.provider, provider.account),
+        rate_per_second=provider.rate_per_second,
+        max_in_flight=provider.max_in_flight,
+    )
+    limiter = shared_limiter(
+        spec, coordinate=settings.coordinate_limits, lease_seconds=settings.lease_seconds
+    )
+    return HttpClient(
+        provider.provider,
+        base_url or provider.base_url,
+        headers=headers,
+        auth=auth,
+        limiter=limiter,
+        policy=policy
+        or RetryPolicy(
+            max_attempts=settings.http_max_attempts, backoff_max=settings.http_backoff_max_seconds
+        ),
+        timeout=settings.http_timeout_seconds,
+        transport=transport,
+        error_message=error_message,
+    )

@@ -1,0 +1,88 @@
+"""Logging and error reporting for flow runs.
+
+Logs go through Prefect's run logger inside a run (they reach the UI) and a plain logger
+outside one. Sentry is initialised once per process from `SENTRY_DSN` with its logging
+integration off, so a failed run sends exactly one event, from the flow's `on_failure` /
+`on_crashed` hook (prefect-notes §9: with the integration on, one failure made four events,
+including one for a retry that later succeeded). `before_send` redacts every registered secret.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sentry_sdk
+from sentry_sdk.integrations.logging import LoggingIntegration
+
+from shared.redact import install_log_redaction, redact_data
+from shared.settings import load_settings
+
+_sentry_dsn: str | None = None
+
+
+def get_logger(name: str = "syncflows") -> logging.Logger | logging.LoggerAdapter[Any]:
+    """Prefect's run logger inside a flow or task run; a standard logger elsewhere."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(name)
+
+
+def scrub_event(event: Any, _hint: Any = None) -> Any:
+    """Sentry `before_send`: mask registered secrets anywhere in the event."""
+    return redact_data(event)
+
+
+def init_observability() -> None:
+    """Install log redaction and start Sentry (when `SENTRY_DSN` is set) once per process."""
+    global _sentry_dsn
+    install_log_redaction()
+    settings = load_settings()
+    dsn = settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None
+    if not dsn or dsn == _sentry_dsn:
+        return
+    sentry_sdk.init(
+        dsn=dsn,
+        environment=settings.sentry_environment,
+        disabled_integrations=[LoggingIntegration],
+        before_send=scrub_event,
+        send_default_pii=False,
+        include_local_variables=False,  # locals hold clients, settings and keys
+    )
+    _sentry_dsn = dsn
+
+
+async def report_run_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow `on_failure` / `on_crashed` hook: one Sentry event per failed run, with context."""
+    if _sentry_dsn is None:
+        return
+    error = await state.aresult(raise_on_failure=False)
+    parameters = dict(flow_run.parameters or {})
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("prefect.flow", flow.name)
+        scope.set_tag("prefect.flow_run_id", str(flow_run.id))
+        scope.set_tag("syncflows.provider", flow.name.removesuffix("-sync"))
+        scope.set_tag("syncflows.mode", str(parameters.get("mode", _mode(parameters))))
+        scope.set_context(
+            "prefect",
+            {"parameters": parameters, "state": state.type.value, "flow_run_name": flow_run.name},
+        )
+        if isinstance(error, BaseException):
+            sentry_sdk.capture_exception(error)
+        else:
+            sentry_sdk.capture_message(
+                f"{flow.name} run {flow_run.name} ended {state.type.value}", level="error"
+            )
+    sentry_sdk.flush(timeout=5)  # the worker's subprocess exits right after the run
+
+
+def _mode(parameters: dict[str, Any]) -> str:
+    if parameters.get("test_mode"):
+        return "test"
+    if parameters.get("full_sync"):
+        return "full"
+    return "incremental"

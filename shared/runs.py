@@ -1,0 +1,312 @@
+"""The run ledger, per-record failures, cursors and push state.
+
+Functions that touch data take the caller's session, so a cursor, a failure or a push-state row
+commits in the same transaction as the records it describes. The ledger's own start and finish
+rows use short transactions of their own: a crashed run still leaves its `running` row behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from shared.db import ensure_schema, session_scope, upsert
+from shared.models import PushState, SyncCursor, SyncFailure, SyncRun, utcnow
+from shared.redact import redact, redact_data
+
+DEFAULT_MAX_FAILURE_ATTEMPTS = 10
+
+
+@dataclass
+class Counts:
+    """What a run did to records; summed across tasks with `+`."""
+
+    records_read: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
+
+
+@dataclass
+class RunSummary:
+    """What a flow returns and `make demo` prints: one row per flow run."""
+
+    provider: str
+    account: str
+    mode: str
+    state: str
+    counts: Counts
+    requests: int
+    seconds: float
+    run_id: int
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "flow": self.provider,
+            "account": self.account,
+            "mode": self.mode,
+            "state": self.state,
+            **asdict(self.counts),
+            "requests": self.requests,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def start_run(url: str, provider: str, account: str, mode: str, flow_run_id: str | None) -> int:
+    """Insert the run's ledger row (state `running`) and return its id."""
+    with session_scope(url) as session:
+        run = SyncRun(
+            provider=provider,
+            account=account,
+            mode=mode,
+            flow_run_id=flow_run_id,
+            started_at=utcnow(),
+        )
+        session.add(run)
+        session.flush()
+        assert run.id is not None
+        return run.id
+
+
+def finish_run(
+    url: str, run_id: int, *, state: str, counts: Counts, requests: int, error: str | None = None
+) -> SyncRun:
+    """Close the run's ledger row with its final state, counts and request total."""
+    with session_scope(url) as session:
+        run = session.get_one(SyncRun, run_id)
+        run.state = state
+        run.finished_at = utcnow()
+        run.requests = requests
+        run.error = redact(error)[:4000] if error else None
+        for name, value in asdict(counts).items():
+            setattr(run, name, value)
+        session.add(run)
+        return run
+
+
+def record_failure(
+    session: Session,
+    *,
+    provider: str,
+    account: str,
+    record_key: str,
+    operation: str,
+    message: str,
+    status_code: int | None = None,
+    detail: Any = None,
+    run_id: int | None = None,
+    permanent: bool = False,
+    max_attempts: int = DEFAULT_MAX_FAILURE_ATTEMPTS,
+) -> SyncFailure:
+    """Open or bump the failure row of one record; it turns permanent after `max_attempts`."""
+    now = utcnow()
+    failure = session.exec(
+        select(SyncFailure).where(
+            SyncFailure.provider == provider,
+            SyncFailure.account == account,
+            SyncFailure.record_key == record_key,
+            SyncFailure.operation == operation,
+        )
+    ).first()
+    if failure is None:
+        failure = SyncFailure(
+            provider=provider,
+            account=account,
+            record_key=record_key,
+            operation=operation,
+            message="",
+            first_seen_at=now,
+            last_seen_at=now,
+            attempts=0,
+        )
+    failure.attempts += 1
+    failure.message = redact(message)[:4000]
+    failure.status_code = status_code
+    failure.detail = (
+        redact_data(detail)
+        if isinstance(detail, dict)
+        else ({"body": redact_data(detail)} if detail is not None else None)
+    )
+    failure.last_seen_at = now
+    failure.resolved_at = None
+    failure.run_id = run_id
+    failure.permanent = permanent or failure.attempts >= max_attempts
+    session.add(failure)
+    return failure
+
+
+def resolve_failures(
+    session: Session, *, provider: str, account: str, operation: str, record_keys: Iterable[str]
+) -> int:
+    """Mark the open failures of records that have now succeeded as resolved."""
+    keys = list(record_keys)
+    if not keys:
+        return 0
+    now = utcnow()
+    rows = session.exec(
+        select(SyncFailure).where(
+            SyncFailure.provider == provider,
+            SyncFailure.account == account,
+            SyncFailure.operation == operation,
+            col(SyncFailure.record_key).in_(keys),
+            col(SyncFailure.resolved_at).is_(None),
+        )
+    ).all()
+    for row in rows:
+        row.resolved_at = now
+        session.add(row)
+    return len(rows)
+
+
+def open_failure_keys(
+    session: Session, *, provider: str, account: str, operation: str, permanent: bool = False
+) -> set[str]:
+    """Record keys with an open failure: retryable ones (default) or those given up on."""
+    return set(
+        session.exec(
+            select(SyncFailure.record_key).where(
+                SyncFailure.provider == provider,
+                SyncFailure.account == account,
+                SyncFailure.operation == operation,
+                col(SyncFailure.resolved_at).is_(None),
+                col(SyncFailure.permanent).is_(permanent),
+            )
+        ).all()
+    )
+
+
+def get_cursor(session: Session, provider: str, account: str, stream: str) -> str | None:
+    """The saved position of one stream, or None before its first run."""
+    row = session.get(SyncCursor, (provider, account, stream))
+    return row.value if row else None
+
+
+def set_cursor(session: Session, provider: str, account: str, stream: str, value: str) -> None:
+    """Move a stream's cursor inside the caller's transaction (with the rows it describes)."""
+    upsert(
+        session,
+        SyncCursor,
+        [
+            {
+                "provider": provider,
+                "account": account,
+                "stream": stream,
+                "value": value,
+                "updated_at": utcnow(),
+            }
+        ],
+        keys=("provider", "account", "stream"),
+    )
+
+
+def payload_hash(payload: Any) -> str:
+    """A stable hash of a JSON-able payload: key order and whitespace do not matter."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def push_hashes(
+    session: Session, provider: str, account: str, record_keys: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Last pushed payload hash per record key (all of the account's, or only `record_keys`)."""
+    query = select(PushState.record_key, PushState.payload_hash).where(
+        PushState.provider == provider, PushState.account == account
+    )
+    if record_keys is not None:
+        query = query.where(col(PushState.record_key).in_(list(record_keys)))
+    return dict(session.exec(query).all())
+
+
+def save_push_state(
+    session: Session, provider: str, account: str, rows: Sequence[tuple[str, str | None, str]]
+) -> None:
+    """Record pushes as (record_key, remote_id, payload_hash), in the caller's transaction."""
+    now = utcnow()
+    upsert(
+        session,
+        PushState,
+        [
+            {
+                "provider": provider,
+                "account": account,
+                "record_key": key,
+                "remote_id": remote,
+                "payload_hash": digest,
+                "pushed_at": now,
+            }
+            for key, remote, digest in rows
+        ],
+        keys=("provider", "account", "record_key"),
+    )
+
+
+@dataclass
+class RunTracker:
+    """Counts a run accumulates; `tracked_run` writes them to the ledger when the run ends."""
+
+    url: str
+    provider: str
+    account: str
+    mode: str
+    run_id: int
+    counts: Counts
+    requests: int = 0
+    summary: RunSummary | None = None
+
+
+@asynccontextmanager
+async def tracked_run(
+    url: str,
+    provider: str,
+    account: str,
+    mode: str,
+) -> AsyncIterator[RunTracker]:
+    """Migrate if needed, open the ledger row, and close it as completed or failed."""
+    ensure_schema(url)
+    started = time.perf_counter()
+    run_id = start_run(url, provider, account, mode, _flow_run_id())
+    tracker = RunTracker(url, provider, account, mode, run_id, Counts())
+    try:
+        yield tracker
+    except BaseException as exc:
+        finish_run(
+            url,
+            run_id,
+            state="failed",
+            counts=tracker.counts,
+            requests=tracker.requests,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        raise
+    finish_run(url, run_id, state="completed", counts=tracker.counts, requests=tracker.requests)
+    tracker.summary = RunSummary(
+        provider,
+        account,
+        mode,
+        "completed",
+        tracker.counts,
+        tracker.requests,
+        time.perf_counter() - started,
+        run_id,
+    )
+
+
+def _flow_run_id() -> str | None:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return str(context.flow_run.id) if context and context.flow_run else None

@@ -1,0 +1,240 @@
+"""Typed settings from the environment, `.env`, and Prefect Secret blocks.
+
+Each provider has one settings group. Its variable names are the ones the original cron scripts
+used (`MAILER_LITE_API_KEY`, `BREVO_LIST_ID`, `AC_API_URL`, ...), so an existing `.env` keeps
+working. A secret may instead live in a Prefect Secret block: set `<VARIABLE>_BLOCK` to the
+block's name (the environment wins when both are set, which is what tests and CI use).
+
+A flow calls `load_provider_settings` before it sends a request or writes a row: every missing
+variable is named in one `MissingConfiguration` error.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from shared.redact import register_secret
+
+DEFAULT_DATABASE_URL = "sqlite:///syncflows.db"
+
+
+class MissingConfiguration(RuntimeError):
+    """Raised before any work when required settings are absent; names every missing variable."""
+
+    def __init__(self, provider: str, variables: list[str]) -> None:
+        self.provider = provider
+        self.variables = variables
+        super().__init__(
+            f"{provider}: missing configuration: {', '.join(variables)} "
+            "(set them in the environment or .env, or name a Prefect Secret block in "
+            "<VARIABLE>_BLOCK for secrets)"
+        )
+
+
+class GlobalLimits(StrEnum):
+    """Whether rate limits are coordinated across processes through Prefect."""
+
+    AUTO = "auto"  # on when PREFECT_API_URL points at a server, off in ephemeral mode
+    ON = "on"
+    OFF = "off"
+
+
+def _base_config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+
+class Settings(BaseSettings):
+    """Settings every flow shares: database, error reporting, HTTP policy, limit coordination."""
+
+    model_config = _base_config("")
+
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
+    sentry_dsn: SecretStr | None = Field(default=None, validation_alias="SENTRY_DSN")
+    sentry_environment: str = Field(default="production", validation_alias="SENTRY_ENVIRONMENT")
+    prefect_api_url: str | None = Field(default=None, validation_alias="PREFECT_API_URL")
+    global_limits: GlobalLimits = Field(
+        default=GlobalLimits.AUTO, validation_alias="SYNCFLOWS_GLOBAL_LIMITS"
+    )
+    lease_seconds: float = Field(default=10.0, gt=0, validation_alias="SYNCFLOWS_LEASE_SECONDS")
+    http_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="HTTP_TIMEOUT_SECONDS")
+    http_max_attempts: int = Field(default=6, ge=1, validation_alias="HTTP_MAX_ATTEMPTS")
+    http_backoff_max_seconds: float = Field(
+        default=60.0, gt=0, validation_alias="HTTP_BACKOFF_MAX_SECONDS"
+    )
+
+    @property
+    def coordinate_limits(self) -> bool:
+        """True when provider caps must be shared with other processes via Prefect."""
+        if self.global_limits is GlobalLimits.AUTO:
+            return bool(self.prefect_api_url)
+        return self.global_limits is GlobalLimits.ON
+
+
+class ProviderSettings(BaseSettings):
+    """What every provider group has: credentials, base URL, account label, documented caps."""
+
+    provider: ClassVar[str]
+    required: ClassVar[tuple[str, ...]] = ("api_key",)
+
+    api_key: SecretStr | None = None
+    api_key_block: str | None = None
+    base_url: str
+    account: str = "default"
+    rate_per_second: float | None = None  # None: no request-rate cap
+    max_in_flight: int = Field(default=8, ge=1)
+
+    def env_name(self, field: str) -> str:
+        """The environment variable that sets `field` (its first alias, else prefix + name)."""
+        info = type(self).model_fields[field]
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            first = alias.choices[0]
+            return first if isinstance(first, str) else field.upper()
+        if isinstance(alias, str):
+            return alias
+        return f"{self.model_config.get('env_prefix', '')}{field}".upper()
+
+    def missing(self) -> list[str]:
+        """Environment names of required settings that have no value."""
+        names = []
+        for field in self.required:
+            value = getattr(self, field)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value in (None, ""):
+                names.append(self.env_name(field))
+        return names
+
+    def secret_fields(self) -> list[str]:
+        """Names of the fields holding secrets."""
+        return [
+            name
+            for name, info in type(self).model_fields.items()
+            if info.annotation in (SecretStr, SecretStr | None)
+        ]
+
+
+class SelfcheckSettings(ProviderSettings):
+    """The self-check flow, which proves settings → DB → HTTP → ledger against a sandbox."""
+
+    provider: ClassVar[str] = "selfcheck"
+    model_config = _base_config("SELFCHECK_")
+    base_url: str = ""
+    required: ClassVar[tuple[str, ...]] = ("api_key", "base_url")
+    rate_per_second: float | None = 50.0
+
+
+class MailerLiteSettings(ProviderSettings):
+    """MailerLite: 120 requests/minute per account (shared/api/push-providers.md §1.8)."""
+
+    provider: ClassVar[str] = "mailerlite"
+    model_config = _base_config("MAILER_LITE_")
+    required: ClassVar[tuple[str, ...]] = ("api_key", "group_id")
+    base_url: str = "https://connect.mailerlite.com/api"
+    group_id: str | None = None
+    rate_per_second: float | None = 2.0
+
+
+class BrevoSettings(ProviderSettings):
+    """Brevo: /v3/contacts/** share 10 req/s and 36,000 req/h (push-providers.md §2.7)."""
+
+    provider: ClassVar[str] = "brevo"
+    model_config = _base_config("BREVO_")
+    required: ClassVar[tuple[str, ...]] = ("api_key", "list_id")
+    base_url: str = "https://api.brevo.com/v3"
+    list_id: int | None = None
+    rate_per_second: float | None = 10.0
+
+
+class MailchimpSettings(ProviderSettings):
+    """Mailchimp: OAuth app credentials; no rate quota, 10 simultaneous connections (§3.11)."""
+
+    provider: ClassVar[str] = "mailchimp"
+    model_config = _base_config("MAILCHIMP_")
+    required: ClassVar[tuple[str, ...]] = ("client_id", "client_secret", "redirect_uri")
+    base_url: str = "https://{dc}.api.mailchimp.com/3.0"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    client_secret_block: str | None = None
+    redirect_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("MAILCHIMP_REDIRECT_URI", "REDIRECT_URI")
+    )
+    max_in_flight: int = Field(default=10, ge=1)
+
+
+class ActiveCampaignSettings(ProviderSettings):
+    """ActiveCampaign: full API URL from Settings → Developer; 5 req/s per account (pull §1.11)."""
+
+    provider: ClassVar[str] = "activecampaign"
+    model_config = _base_config("AC_")
+    required: ClassVar[tuple[str, ...]] = ("api_key", "base_url")
+    base_url: str = Field(default="", validation_alias=AliasChoices("AC_API_URL", "AC_BASE_URL"))
+    rate_per_second: float | None = 10.0
+
+
+class MagentoSettings(ProviderSettings):
+    """Magento 2: Bearer token; no documented read limit, keep in-flight low (pull §2.7)."""
+
+    provider: ClassVar[str] = "magento"
+    model_config = _base_config("MAGENTO_")
+    required: ClassVar[tuple[str, ...]] = ("api_key", "base_url")
+    base_url: str = ""
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MAGENTO_ACCESS_TOKEN", "MAGENTO_TOKEN", "MAGENTO_API_KEY"),
+    )
+    api_key_block: str | None = Field(
+        default=None, validation_alias=AliasChoices("MAGENTO_ACCESS_TOKEN_BLOCK")
+    )
+    max_in_flight: int = Field(default=2, ge=1)
+
+
+P = TypeVar("P", bound=ProviderSettings)
+
+
+def load_settings() -> Settings:
+    """Load the shared settings and register their secrets for redaction."""
+    settings = Settings()
+    if settings.sentry_dsn is not None:
+        register_secret(settings.sentry_dsn.get_secret_value())
+    register_secret(make_url(settings.database_url).password)
+    return settings
+
+
+async def load_provider_settings(cls: type[P], **overrides: Any) -> P:
+    """Load one provider's settings, fill secrets from Prefect blocks, fail on anything missing.
+
+    Raises:
+        MissingConfiguration: naming every required variable that has no value.
+    """
+    settings = cls(**overrides)
+    for field in settings.secret_fields():
+        block = getattr(settings, f"{field}_block", None)
+        if getattr(settings, field) is None and block:
+            settings = settings.model_copy(update={field: SecretStr(await _read_secret(block))})
+    missing = settings.missing()
+    if missing:
+        raise MissingConfiguration(cls.provider, missing)
+    for field in settings.secret_fields():
+        secret = getattr(settings, field)
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+    return settings
+
+
+async def _read_secret(block_name: str) -> str:
+    from prefect.blocks.system import Secret  # deferred: importing prefect costs seconds
+
+    block: Secret[str] = await Secret.aload(block_name)
+    return str(block.get())

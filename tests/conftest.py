@@ -1,0 +1,103 @@
+"""Fixtures shared by every test: both databases, one Prefect harness, no stray settings."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+# Settings come from each test, never from a developer's .env or shell.
+_PREFIXES = ("MAILER_LITE_", "BREVO_", "MAILCHIMP_", "AC_", "MAGENTO_", "SELFCHECK_", "SENTRY_")
+for _name in list(os.environ):
+    if _name.startswith(_PREFIXES) or _name in (
+        "DATABASE_URL",
+        "PREFECT_API_URL",
+        "SYNCFLOWS_GLOBAL_LIMITS",
+    ):
+        del os.environ[_name]
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _postgres_answers() -> str | None:
+    """None when PostgreSQL is usable, else the reason it is not."""
+    url = sa.make_url(POSTGRES_ADMIN_URL)
+    try:
+        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=1):
+            pass
+    except OSError as exc:
+        return f"PostgreSQL not answering at {url.host}:{url.port or 5432} ({exc})"
+    return None
+
+
+POSTGRES_MISSING = _postgres_answers()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if POSTGRES_MISSING and os.environ.get("SYNCFLOWS_REQUIRE_POSTGRES"):
+        raise pytest.UsageError(f"SYNCFLOWS_REQUIRE_POSTGRES is set but {POSTGRES_MISSING}")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    if POSTGRES_MISSING:
+        pytest.skip(POSTGRES_MISSING)
+    name = f"syncflows_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        from shared.db import dispose_engine
+
+        dispose_engine(url)
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+    """Each state test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/state.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    """`database_url`, migrated to the newest schema."""
+    from shared.db import migrate
+
+    migrate(database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect API for the whole session (it costs ~10 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.support.measure import MEASUREMENTS
+
+    if MEASUREMENTS:
+        terminalreporter.section("measured")
+        for line in MEASUREMENTS:
+            terminalreporter.write_line(line)

@@ -1,0 +1,173 @@
+"""Limits: a 10/s cap is never exceeded in any rolling second and is used to ≥ 95 %."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.selfcheck import create_app
+from sandbox.server import serve
+from shared.limits import Limiter, LimitSpec, global_limit_name
+from shared.settings import GlobalLimits, Settings
+from tests.support.limit_load import run_load
+from tests.support.measure import MEASUREMENTS, analyse
+from tests.support.prefect_server import prefect_server
+
+ROOT = Path(__file__).resolve().parents[2]
+SECONDS = 30.0
+TASKS = 8
+
+
+class FakeTime:
+    """A discrete-event clock: sleepers wake in time order, instantly, when all are blocked."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._pending: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._pending, (self.now + max(0.0, seconds), self._seq, future))
+        await future
+
+    async def drive(self, *coroutines: Coroutine[Any, Any, None]) -> None:
+        tasks = [asyncio.ensure_future(c) for c in coroutines]
+        while not all(t.done() for t in tasks):
+            for _ in range(10):
+                await asyncio.sleep(0)
+            if self._pending:
+                target, _, future = heapq.heappop(self._pending)
+                self.now = max(self.now, target)
+                future.set_result(None)
+        for task in tasks:
+            task.result()
+
+
+async def test_concurrent_starts_are_spaced_by_the_interval() -> None:
+    fake = FakeTime()
+    limiter = Limiter(LimitSpec("x", rate_per_second=10), clock=fake.clock, sleep=fake.sleep)
+    starts: list[float] = []
+
+    async def request() -> None:
+        async with limiter.slot():
+            starts.append(fake.now)
+
+    await fake.drive(*(request() for _ in range(50)))
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.102 - 1e-9
+    assert sum(1 for t in starts if t < starts[0] + 1.0) == 10
+
+
+async def test_throttle_pauses_all_starts_then_pace_recovers() -> None:
+    fake = FakeTime()
+    limiter = Limiter(LimitSpec("x", rate_per_second=10), clock=fake.clock, sleep=fake.sleep)
+    limiter.throttled(retry_after=5.0)
+    paused_at = fake.now
+
+    async def request() -> None:
+        async with limiter.slot():
+            assert fake.now >= paused_at + 5.0
+
+    await fake.drive(request())
+    assert limiter.interval == pytest.approx(0.204)  # half pace after a 429
+    for _ in range(200):
+        limiter.succeeded()
+    assert limiter.interval == pytest.approx(0.102)
+
+
+async def test_in_flight_cap_holds_under_concurrency() -> None:
+    limiter = Limiter(LimitSpec("x", max_in_flight=3))
+    busy = peak = 0
+
+    async def request() -> None:
+        nonlocal busy, peak
+        async with limiter.slot():
+            busy += 1
+            peak = max(peak, busy)
+            await asyncio.sleep(0.01)
+            busy -= 1
+
+    await asyncio.gather(*(request() for _ in range(20)))
+    assert peak == 3
+
+
+def test_limit_names_are_safe_prefect_names() -> None:
+    assert global_limit_name("ActiveCampaign", "acme.api-us1/x") == (
+        "syncflows-activecampaign-acme-api-us1-x"
+    )
+
+
+@pytest.mark.e2e
+async def test_one_process_eight_tasks_hold_10_per_second_for_30_seconds() -> None:
+    app = create_app(api_key="load-key-123456")
+    with serve(app) as base_url:
+        settings = Settings(global_limits=GlobalLimits.OFF)
+        result = await run_load(base_url, "load-key-123456", SECONDS, TASKS, settings)
+    report = analyse([a.at for a in app.state.sandbox.log])
+    MEASUREMENTS.append(f"limits, 1 process x {TASKS} tasks, cap 10/s, {SECONDS:.0f} s: {report}")
+    assert report.requests == result["requests"]
+    assert report.max_window <= 10
+    assert report.rate >= 9.5
+
+
+@pytest.mark.e2e
+def test_two_processes_share_one_cap_through_prefect(postgres_url: str, tmp_path: Path) -> None:
+    app = create_app(api_key="load-key-123456")
+    with serve(app) as base_url, prefect_server(postgres_url, tmp_path) as api_url:
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": api_url,
+            "PREFECT_HOME": str(tmp_path),
+            "SYNCFLOWS_GLOBAL_LIMITS": "on",
+            "PYTHONPATH": str(ROOT),
+        }
+        start_at = str(time.time() + 8)  # both import prefect first, then start together
+        processes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.support.limit_load",
+                    base_url,
+                    "load-key-123456",
+                    str(SECONDS),
+                    str(TASKS),
+                    start_at,
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outputs = [p.communicate(timeout=SECONDS + 90) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    report = analyse([a.at for a in app.state.sandbox.log])
+    split = " + ".join(f"{r['requests']} ({r['windows']} windows)" for r in results)
+    MEASUREMENTS.append(
+        f"limits, 2 processes x {TASKS} tasks sharing cap 10/s via Prefect on "
+        f"PostgreSQL, {SECONDS:.0f} s: {report}; split {split}"
+    )
+    assert report.requests == sum(r["requests"] for r in results)
+    assert report.max_window <= 10
+    assert report.rate >= 9.5

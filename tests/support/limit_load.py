@@ -1,0 +1,43 @@
+"""Load generator for the limit tests: N concurrent tasks through the real HTTP core.
+
+Usage: python -m tests.support.limit_load BASE_URL API_KEY SECONDS TASKS START_AT
+Prints one JSON line: requests sent and windows held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+from shared.http import provider_client
+from shared.settings import SelfcheckSettings, Settings
+
+
+async def run_load(
+    base_url: str, api_key: str, seconds: float, tasks: int, settings: Settings
+) -> dict[str, int]:
+    provider = SelfcheckSettings(base_url=base_url, rate_per_second=10.0, max_in_flight=tasks)
+    client = provider_client(provider, settings, headers={"X-Api-Key": api_key})
+    end = time.monotonic() + seconds
+
+    async def worker() -> None:
+        while time.monotonic() < end:
+            await client.get_json("/echo")
+
+    async with client:
+        await asyncio.gather(*(worker() for _ in range(tasks)))
+        coordinator = client.limiter._coordinator
+        return {"requests": client.requests, "windows": coordinator.windows if coordinator else 0}
+
+
+def main() -> None:
+    base_url, api_key, seconds, tasks, start_at = sys.argv[1:6]
+    time.sleep(max(0.0, float(start_at) - time.time()))
+    result = asyncio.run(run_load(base_url, api_key, float(seconds), int(tasks), Settings()))
+    print(json.dumps(result))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
