@@ -263,24 +263,9 @@ class HttpClient:
             retry_after = self.policy.retry_after(response)
             if status == 429:
                 self.limiter.throttled(retry_after)
-            error = ProviderError(
-                self.provider,
-                method,
-                url,
-                self.error_message(response),
-                status=status,
-                body=_body(response),
-            )
-            raise _Retryable(error, retry_after)
+            raise _Retryable(self._error(ProviderError, method, url, response), retry_after)
         if status >= 400:
-            raise ProviderHTTPError(
-                self.provider,
-                method,
-                url,
-                self.error_message(response),
-                status=status,
-                body=_body(response),
-            )
+            raise self._error(ProviderHTTPError, method, url, response)
         self.limiter.succeeded()
         if parse_json:
             try:
@@ -295,6 +280,18 @@ class HttpClient:
                 )
                 raise _Retryable(error) from None
         return response
+
+    def _error(
+        self, kind: type[ProviderError], method: str, url: str, response: httpx.Response
+    ) -> ProviderError:
+        return kind(
+            self.provider,
+            method,
+            url,
+            self.error_message(response),
+            status=response.status_code,
+            body=_body(response),
+        )
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

@@ -98,9 +98,7 @@ class _RedactingRecordFactory:
                 return record
             record.msg, record.args = redact(message), None
             if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
-                record.exc_text = redact(
-                    logging.Formatter().formatException(record.exc_info)
-                )
+                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
                 record.exc_info = None
         return record
 

@@ -159,11 +159,7 @@ def resolve_failures(
     now = utcnow()
     rows = session.exec(
         select(SyncFailure).where(
-            SyncFailure.provider == provider,
-            SyncFailure.account == account,
-            SyncFailure.operation == operation,
-            col(SyncFailure.record_key).in_(keys),
-            col(SyncFailure.resolved_at).is_(None),
+            *_open_failures(provider, account, operation), col(SyncFailure.record_key).in_(keys)
         )
     ).all()
     for row in rows:
@@ -179,14 +175,20 @@ def open_failure_keys(
     return set(
         session.exec(
             select(SyncFailure.record_key).where(
-                SyncFailure.provider == provider,
-                SyncFailure.account == account,
-                SyncFailure.operation == operation,
-                col(SyncFailure.resolved_at).is_(None),
+                *_open_failures(provider, account, operation),
                 col(SyncFailure.permanent).is_(permanent),
             )
         ).all()
     )
+
+
+def _open_failures(provider: str, account: str, operation: str) -> list[Any]:
+    return [
+        SyncFailure.provider == provider,
+        SyncFailure.account == account,
+        SyncFailure.operation == operation,
+        col(SyncFailure.resolved_at).is_(None),
+    ]
 
 
 def get_cursor(session: Session, provider: str, account: str, stream: str) -> str | None:
