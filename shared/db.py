@@ -43,11 +43,17 @@ def dispose_engine(url: str) -> None:
         engine.dispose()
 
 
+def _prepare_sqlite_path(url: str) -> None:
+    # SQLite creates the file but not its folder; a fresh checkout has neither.
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def _create_engine(url: str) -> sa.Engine:
     parsed = sa.make_url(url)
+    _prepare_sqlite_path(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -86,6 +92,7 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str) -> None:
     """Upgrade the database at `url` to the newest revision."""
+    _prepare_sqlite_path(url)
     command.upgrade(alembic_config(url), "head")
 
 

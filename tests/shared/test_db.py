@@ -122,3 +122,11 @@ def test_cursor_and_rows_roll_back_together_on_failure(migrated_url: str) -> Non
     with session_scope(migrated_url) as session:
         assert get_cursor(session, "p", "a", "orders") == "200"
         assert [s.record_key for s in session.exec(select(PushState))] == ["k1"]
+
+
+def test_migrate_creates_the_sqlite_folder_of_a_fresh_checkout(tmp_path) -> None:
+    from shared.db import migrate
+
+    url = f"sqlite:///{tmp_path}/not/yet/there/state.db"
+    migrate(url)
+    command.check(alembic_config(url))
