@@ -34,8 +34,6 @@ MAX_RETRY_AFTER_SECONDS = 600.0
 MESSAGE_LIMIT = 1000
 
 Sleep = Callable[[float], Awaitable[None]]
-# Mirrors httpx.Response for modules that must not import httpx (flows/ only type against this).
-Response = httpx.Response
 
 
 class ProviderError(Exception):

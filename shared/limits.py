@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -38,6 +39,7 @@ DEFAULT_MARGIN = 0.02  # 2 % slack: 10 req/s cap → one start per 102 ms → at
 MIN_PACE_FACTOR = 0.1
 RECOVERY_STEP = 0.01  # per successful request after a 429: half pace back to full in ~50
 LEASE_TTL_SECONDS = 60  # Prefect's minimum; a crashed holder frees the baton after this
+POLL_SECONDS = 0.25  # how often a process waiting for the baton asks again
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,8 @@ class WindowCoordinator:
         drain_before_release: bool = False,
         clock: Clock = time.monotonic,
     ) -> None:
+        if not 0 < lease_seconds <= LEASE_TTL_SECONDS - 10:
+            raise ValueError(f"lease_seconds must be in (0, {LEASE_TTL_SECONDS - 10}]")
         self.limit_name = limit_name
         self.lease_seconds = lease_seconds
         self.drain_before_release = drain_before_release
@@ -170,6 +174,7 @@ class WindowCoordinator:
         self._clock = clock
         self._window_end: float | None = None
         self._opened = asyncio.Event()
+        self._closing = asyncio.Event()
         self._holder: asyncio.Task[None] | None = None
         self._ensured = False
 
@@ -183,10 +188,13 @@ class WindowCoordinator:
         if self._window_end is not None and self._opened.is_set():
             # The window is open but too short for another start: wait for the next one.
             await asyncio.sleep(max(0.0, self._window_end - self._clock()))
-        if self._holder is None or self._holder.done():
-            if self._holder is not None and self._holder.exception() is not None:
-                raise self._holder.exception()  # type: ignore[misc]
+        if self._holder is not None and self._holder.done():
+            failed, self._holder = self._holder, None
+            if not failed.cancelled() and failed.exception() is not None:
+                raise failed.exception()  # type: ignore[misc]  # once; the next call tries again
+        if self._holder is None:
             self._opened.clear()
+            self._closing.clear()
             self._holder = asyncio.create_task(self._hold(limiter))
         holder = self._holder
         opened = asyncio.create_task(self._opened.wait())
@@ -196,29 +204,63 @@ class WindowCoordinator:
             holder.result()  # re-raise the holder's failure (e.g. Prefect unreachable)
 
     async def _hold(self, limiter: Limiter) -> None:
-        from prefect.concurrency.asyncio import concurrency  # deferred: importing prefect is slow
+        from prefect import get_client  # deferred: importing prefect is slow
 
         if not self._ensured:
             await ensure_global_limit(self.limit_name)
             self._ensured = True
-        async with concurrency(
-            self.limit_name, occupy=1, lease_duration=LEASE_TTL_SECONDS, strict=True
-        ):
-            granted = self._clock()
-            self.windows += 1
-            self._window_end = granted + self.lease_seconds
-            self._opened.set()
+        async with get_client() as client:
+            lease_id = await self._acquire(client)
             try:
-                await self._hold_until_done(limiter)
+                await self._use_window(limiter)
             finally:
-                self._window_end = None
-                self._opened.clear()
-                # Release no earlier than one interval after our last reserved start, so the
-                # next holder's first start keeps the spacing.
-                await asyncio.sleep(max(0.0, limiter.next_start - self._clock()))
-                # A 10 ms poll is simpler than an Event here, and runs once per window.
-                while self.drain_before_release and limiter.sending:  # noqa: ASYNC110
-                    await asyncio.sleep(0.01)
+                await client.release_concurrency_slots_with_lease(lease_id)
+
+    async def _acquire(self, client: Any) -> UUID:
+        """Take the baton, polling every POLL_SECONDS while another process holds it.
+
+        The client's lease calls are used directly: Prefect's `concurrency()` helper logs an
+        ERROR for every refusal and waits the server's Retry-After, which grows with each denial
+        (up to 30 s) and would leave the cap idle long after its holder is done. A window is
+        shorter than the lease TTL, so the lease never needs renewing.
+        """
+        from prefect.exceptions import PrefectHTTPStatusError
+
+        while True:
+            try:
+                response = await client.increment_concurrency_slots_with_lease(
+                    names=[self.limit_name],
+                    slots=1,
+                    mode="concurrency",
+                    lease_duration=LEASE_TTL_SECONDS,
+                )
+            except PrefectHTTPStatusError as refused:
+                if refused.response.status_code != 423:
+                    raise
+                await asyncio.sleep(POLL_SECONDS)
+                continue
+            granted = response.json()
+            if not granted.get("limits"):
+                raise RuntimeError(
+                    f"Prefect global concurrency limit {self.limit_name!r} is missing"
+                )
+            return UUID(granted["lease_id"])
+
+    async def _use_window(self, limiter: Limiter) -> None:
+        self.windows += 1
+        self._window_end = self._clock() + self.lease_seconds
+        self._opened.set()
+        try:
+            await self._hold_until_done(limiter)
+        finally:
+            self._window_end = None
+            self._opened.clear()
+            # Release no earlier than one interval after our last reserved start, so the next
+            # holder's first start keeps the spacing.
+            await asyncio.sleep(max(0.0, limiter.next_start - self._clock()))
+            # A 10 ms poll is simpler than an Event here, and runs once per window.
+            while self.drain_before_release and limiter.sending:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
 
     async def _hold_until_done(self, limiter: Limiter) -> None:
         assert self._window_end is not None
@@ -230,12 +272,25 @@ class WindowCoordinator:
             idle_for = now - (limiter.next_start - limiter.interval)
             if limiter.waiting == 0 and limiter.sending == 0 and idle_for >= idle_after:
                 return  # nobody here wants the cap: let other processes have it
-            await asyncio.sleep(min(self._window_end - now, idle_after / 2))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._closing.wait(), timeout=min(self._window_end - now, idle_after / 2)
+                )
+                return
 
     async def aclose(self) -> None:
-        """Stop holding: cancel a pending acquisition or end the current window now."""
+        """Stop holding: end the current window now, or cancel a pending acquisition.
+
+        A held window is ended, not cancelled: cancelling would cut short the wait that keeps
+        the next holder's first start one interval after our last one.
+        """
         holder, self._holder = self._holder, None
-        if holder is not None and not holder.done():
+        if holder is None or holder.done():
+            return
+        if self._opened.is_set():
+            self._closing.set()
+            await holder
+        else:
             holder.cancel()
             with suppress(asyncio.CancelledError):
                 await holder

@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     global_limits: GlobalLimits = Field(
         default=GlobalLimits.AUTO, validation_alias="SYNCFLOWS_GLOBAL_LIMITS"
     )
-    lease_seconds: float = Field(default=10.0, gt=0, validation_alias="SYNCFLOWS_LEASE_SECONDS")
+    lease_seconds: float = Field(
+        default=10.0, gt=0, le=50, validation_alias="SYNCFLOWS_LEASE_SECONDS"
+    )
     http_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="HTTP_TIMEOUT_SECONDS")
     http_max_attempts: int = Field(default=6, ge=1, validation_alias="HTTP_MAX_ATTEMPTS")
     http_backoff_max_seconds: float = Field(
@@ -75,9 +77,13 @@ class Settings(BaseSettings):
 
     @property
     def coordinate_limits(self) -> bool:
-        """True when provider caps must be shared with other processes via Prefect."""
+        """True when provider caps must be shared with other processes via Prefect.
+
+        `auto` means: whenever a Prefect API is configured (environment or Prefect profile);
+        Prefect's ephemeral mode has none, and a single process needs no coordination.
+        """
         if self.global_limits is GlobalLimits.AUTO:
-            return bool(self.prefect_api_url)
+            return bool(self.prefect_api_url or _profile_api_url())
         return self.global_limits is GlobalLimits.ON
 
 
@@ -231,6 +237,12 @@ async def load_provider_settings(cls: type[P], **overrides: Any) -> P:
         if secret is not None:
             register_secret(secret.get_secret_value())
     return settings
+
+
+def _profile_api_url() -> str | None:
+    from prefect.settings import get_current_settings  # deferred: importing prefect is slow
+
+    return get_current_settings().api.url
 
 
 async def _read_secret(block_name: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from sandbox.selfcheck import create_app
 from sandbox.server import serve
-from shared.limits import Limiter, LimitSpec, global_limit_name
+from shared.limits import Limiter, LimitSpec, WindowCoordinator, global_limit_name
 from shared.settings import GlobalLimits, Settings
 from tests.support.limit_load import run_load
 from tests.support.measure import MEASUREMENTS, analyse
@@ -105,6 +105,26 @@ async def test_in_flight_cap_holds_under_concurrency() -> None:
 
     await asyncio.gather(*(request() for _ in range(20)))
     assert peak == 3
+
+
+@pytest.mark.usefixtures("prefect_harness")
+async def test_closing_a_limiter_hands_the_cap_on_at_once() -> None:
+    name = "syncflows-test-handover"
+    first = Limiter(
+        LimitSpec(name, rate_per_second=50), coordinator=WindowCoordinator(name, lease_seconds=30)
+    )
+    async with first.slot():
+        pass
+    await first.aclose()  # mid-window: must release now, not after the 60 s lease TTL
+
+    second = Limiter(
+        LimitSpec(name, rate_per_second=50), coordinator=WindowCoordinator(name, lease_seconds=30)
+    )
+    started = time.monotonic()
+    async with second.slot():
+        waited = time.monotonic() - started
+    await second.aclose()
+    assert waited < 5.0
 
 
 def test_limit_names_are_safe_prefect_names() -> None:

@@ -66,10 +66,18 @@ def test_base_url_and_limits_are_overridable(monkeypatch: pytest.MonkeyPatch) ->
     assert (brevo.base_url, brevo.rate_per_second) == ("http://127.0.0.1:9999/v3", 20.0)
 
 
-def test_limits_are_coordinated_only_with_a_prefect_server() -> None:
+def test_limits_are_coordinated_only_with_a_prefect_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared import settings as settings_module
+
+    monkeypatch.setattr(settings_module, "_profile_api_url", lambda: None)  # ephemeral mode
     assert not Settings(prefect_api_url=None).coordinate_limits
     assert Settings(prefect_api_url="http://127.0.0.1:4200/api").coordinate_limits
     assert not Settings(prefect_api_url="http://x/api", global_limits="off").coordinate_limits
+    assert Settings(prefect_api_url=None, global_limits="on").coordinate_limits
+    monkeypatch.setattr(settings_module, "_profile_api_url", lambda: "http://profile:4200/api")
+    assert Settings(prefect_api_url=None).coordinate_limits
 
 
 @pytest.mark.usefixtures("prefect_harness")
