@@ -7,13 +7,18 @@ DEMO_ENV := DATABASE_URL=$${DATABASE_URL:-sqlite:///$(CURDIR)/.demo/syncflows.db
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export UV_PYTHON_DOWNLOADS ?= never
 
-.PHONY: demo test lint format migrate clean
+.PHONY: demo test bench lint format migrate deploy status clean
 
 demo: .venv/.synced  ## run every flow against local sandboxes on SQLite, print one row per flow
+	mkdir -p .demo/prefect
 	$(DEMO_ENV) $(UV) run --frozen syncflows demo
 
 test: .venv/.synced  ## the whole suite (PostgreSQL tests skip with a reason when no server answers)
 	$(UV) run --frozen pytest
+
+bench: .venv/.synced  ## every benchmark scenario; fails if any result is incorrect
+	mkdir -p .bench/prefect
+	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.bench/prefect} $(UV) run --frozen python -m bench run --all
 
 lint: .venv/.synced  ## ruff, format check, mypy
 	$(UV) run --frozen ruff check . && $(UV) run --frozen ruff format --check . && $(UV) run --frozen mypy
@@ -21,17 +26,29 @@ lint: .venv/.synced  ## ruff, format check, mypy
 format: .venv/.synced
 	$(UV) run --frozen ruff check --fix . && $(UV) run --frozen ruff format .
 
+deploy: .venv/.synced  ## against PREFECT_API_URL: work pool, provider limits, every deployment
+	$(UV) run --frozen syncflows deploy
+
+status: .venv/.synced  ## last run, cursor, failures and next scheduled run per provider
+	$(UV) run --frozen syncflows status
+
 migrate: .venv/.synced  ## migrate DATABASE_URL to the newest schema
 	$(UV) run --frozen syncflows db upgrade
 
 .venv/.synced: uv.lock pyproject.toml $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --locked
 	touch $@
 
+# uv into .tools/: a venv when Python has the venv module, else pip's --target (Debian ships
+# python3 without venv unless python3-venv is installed).
 $(CURDIR)/.tools/bin/uv:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
-	$(PYTHON) -m venv $(CURDIR)/.tools
-	$(CURDIR)/.tools/bin/pip install --quiet uv
+	if $(PYTHON) -m venv $(CURDIR)/.tools; then \
+	  $(CURDIR)/.tools/bin/pip install --quiet uv; \
+	else \
+	  $(PYTHON) -m pip install --quiet --target $(CURDIR)/.tools/lib uv && \
+	  mkdir -p $(CURDIR)/.tools/bin && ln -sf $(CURDIR)/.tools/lib/bin/uv $(CURDIR)/.tools/bin/uv; \
+	fi
 
 clean:
 	rm -rf .venv .tools .demo .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import shared.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from shared.db import sqlite_pragmas
 from shared.models import UTCDateTime
 from shared.settings import load_settings
 
@@ -43,6 +44,8 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", sqlite_pragmas)
     with engine.connect() as connection:
         context.configure(
             connection=connection,

@@ -1,4 +1,4 @@
-"""`syncflows`: the commands that are not flows (database, demo)."""
+"""`syncflows`: the commands that are not flows (database, demo, status, deploy, sandboxes)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def run_demo() -> list[dict[str, Any]]:
     rows = []
     with serve(create_app(api_key=key)) as base_url:
         os.environ.update(SELFCHECK_BASE_URL=base_url, SELFCHECK_API_KEY=key)
-        rows.append(asyncio.run(selfcheck_sync()))
+        rows.append(asyncio.run(selfcheck_sync()).row())
     return rows
 
 
@@ -68,6 +68,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     db = commands.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"], help="migrate DATABASE_URL to the newest schema")
     commands.add_parser("demo", help="run every flow against local sandboxes and print a summary")
+    status = commands.add_parser(
+        "status", help="last run, cursor, failures and schedule per provider"
+    )
+    status.add_argument("provider", nargs="?", help="only this provider (e.g. brevo)")
+    commands.add_parser("deploy", help="create the work pool and limits, deploy prefect.yaml")
+    sandbox = commands.add_parser("sandbox", help="serve a provider's local emulator on loopback")
+    sandbox.add_argument("provider", help="e.g. selfcheck")
+    sandbox.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    sandbox.add_argument("--jitter", type=float, default=0.0, help="plus up to this many seconds")
+    sandbox.add_argument("--scale", type=float, default=1.0, help="sandbox seconds per second")
+    sandbox.add_argument("--seed", type=int, default=0, help="for generated records")
     args = parser.parse_args(argv)
 
     if args.command == "db":
@@ -77,7 +90,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "demo":
         rows = run_demo()
         print("\n" + format_table(rows))  # noqa: T201
+    elif args.command == "status":
+        print(show_status(args.provider))  # noqa: T201
+    elif args.command == "deploy":
+        from shared.deploy import deploy
+
+        return deploy()
+    elif args.command == "sandbox":
+        from sandbox.registry import UnknownSandbox, main_sandbox
+
+        try:
+            main_sandbox(
+                args.provider,
+                args.port,
+                args.host,
+                latency=args.latency,
+                jitter=args.jitter,
+                scale=args.scale,
+                seed=args.seed,
+            )
+        except UnknownSandbox as unknown:
+            parser.error(str(unknown))
     return 0
+
+
+def show_status(provider: str | None) -> str:
+    """The `syncflows status` report; adds schedules when a Prefect API is configured."""
+    from shared.status import add_schedules, collect_status, format_status
+
+    settings = load_settings()
+    statuses = collect_status(settings.database_url, provider)
+    if settings.prefect_api_configured:
+        asyncio.run(add_schedules(statuses, provider))
+    return format_status(statuses, _safe_url(settings.database_url))
 
 
 def _safe_url(url: str) -> str:

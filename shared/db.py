@@ -7,6 +7,7 @@ run on an empty database needs no extra step.
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,11 +44,14 @@ def dispose_engine(url: str) -> None:
         engine.dispose()
 
 
-def _prepare_sqlite_path(url: str) -> None:
-    # SQLite creates the file but not its folder; a fresh checkout has neither.
+def _prepare_sqlite_path(url: str) -> Path | None:
+    """For a SQLite file URL, create its folder (a fresh checkout has none) and return the path."""
     parsed = sa.make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _create_engine(url: str) -> sa.Engine:
@@ -55,12 +59,13 @@ def _create_engine(url: str) -> sa.Engine:
     _prepare_sqlite_path(url)
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", sqlite_pragmas)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Connection setup for SQLite: WAL, a busy timeout, foreign keys."""
     # WAL lets readers (status, tests) work while a flow writes; busy_timeout makes concurrent
     # writers from two flow runs wait instead of failing with "database is locked".
     cursor = dbapi_connection.cursor()
@@ -91,9 +96,18 @@ def alembic_config(url: str) -> Config:
 
 
 def migrate(url: str) -> None:
-    """Upgrade the database at `url` to the newest revision."""
-    _prepare_sqlite_path(url)
-    command.upgrade(alembic_config(url), "head")
+    """Upgrade the database at `url` to the newest revision.
+
+    Two first runs may migrate at once: PostgreSQL serialises them with an advisory lock (in
+    migrations/env.py); SQLite has none, so a lock file beside the database does it here.
+    """
+    path = _prepare_sqlite_path(url)
+    if path is None:
+        command.upgrade(alembic_config(url), "head")
+        return
+    with open(f"{path}.migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        command.upgrade(alembic_config(url), "head")
 
 
 def ensure_schema(url: str) -> None:

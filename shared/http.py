@@ -11,9 +11,11 @@ never sleep. This is the only module that imports httpx and tenacity.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
-import logging
+import math
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,13 +25,18 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from shared.limits import Limiter, LimitSpec, global_limit_name, shared_limiter
-from shared.redact import redact, redact_data, redact_url
+from shared.limits import Limiter, LimitSpec, shared_limiter
+from shared.names import global_limit_name
+from shared.observability import get_logger
+from shared.redact import redact, redact_data, redact_url, register_secret
 from shared.settings import ProviderSettings, Settings
 
-log = logging.getLogger("syncflows.http")
-
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Transport errors raised before the request reached the server: safe to repeat any request.
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Headers whose values are credentials, whatever the provider calls them.
+CREDENTIAL_HEADER = re.compile(r"(auth|key|token|secret|session|cookie)", re.I)
 MAX_RETRY_AFTER_SECONDS = 600.0
 MESSAGE_LIMIT = 1000
 
@@ -53,8 +60,10 @@ class ProviderError(Exception):
         self.method = method
         self.url = redact_url(url)
         self.status = status
+        # Redact first, truncate last: a cut through a key would leave part of it unmasked.
         self.message = redact(message)[:MESSAGE_LIMIT]
-        self.body = redact_data(body)
+        body = redact_data(body)
+        self.body = body[:MESSAGE_LIMIT] if isinstance(body, str) else body
         status_text = f" → {status}" if status is not None else ""
         super().__init__(f"{provider} {method} {self.url}{status_text}: {self.message}")
 
@@ -91,6 +100,8 @@ def parse_retry_after(response: httpx.Response) -> float | None:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):  # "nan" parses as a float, and sleep(nan) never returns
+        return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
@@ -99,7 +110,7 @@ def provider_message(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:MESSAGE_LIMIT] or response.reason_phrase
+        return response.text.strip() or response.reason_phrase
     parts: list[str] = []
     if isinstance(body, dict):
         for key in ("message", "title", "detail", "error", "error_description"):
@@ -110,14 +121,14 @@ def provider_message(response: httpx.Response) -> str:
             parts.append(json.dumps(errors, ensure_ascii=False, default=str))
     elif isinstance(body, str):
         parts.append(body)
-    return "; ".join(parts) or json.dumps(body, ensure_ascii=False)[:MESSAGE_LIMIT]
+    return "; ".join(parts) or json.dumps(body, ensure_ascii=False)
 
 
 def _body(response: httpx.Response) -> Any:
     try:
         return response.json()
     except ValueError:
-        return response.text[:MESSAGE_LIMIT]
+        return response.text
 
 
 @dataclass
@@ -159,7 +170,9 @@ class HttpClient:
     ) -> None:
         self.provider = provider
         self.limiter = limiter or Limiter(LimitSpec(name=provider))
+        self.limiter.attach()
         self.policy = policy or RetryPolicy()
+        _register_credentials(headers, auth)
         self.error_message = error_message
         self.requests = 0
         max_connections = self.limiter.spec.max_in_flight or 100
@@ -182,9 +195,9 @@ class HttpClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close connections and give back any shared-limit window."""
+        """Close connections; the limiter's last client gives back its shared-limit window."""
         await self._client.aclose()
-        await self.limiter.aclose()
+        await self.limiter.detach()
 
     async def request(
         self,
@@ -196,13 +209,21 @@ class HttpClient:
         data: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         parse_json: bool = False,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         """Send with limits and retries; return the successful response.
+
+        `idempotent` defaults to the method's HTTP meaning (POST and PATCH are not). A request
+        that is not idempotent is retried only when it cannot have been applied: a 429, or a
+        connection that never opened. A 5xx or a lost response then raises `ProviderError`, so
+        a push never creates a record twice; provider upserts pass `idempotent=True`.
 
         Raises:
             ProviderHTTPError: a non-retryable 4xx, with the provider's message.
             RetriesExhausted: the last of `max_attempts` failed retryably.
+            ProviderError: a non-idempotent request failed in a way that is unsafe to repeat.
         """
+        safe = method.upper() in IDEMPOTENT_METHODS if idempotent is None else idempotent
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.policy.max_attempts),
             wait=self.policy.wait,
@@ -215,7 +236,7 @@ class HttpClient:
             async for attempt in retrying:
                 with attempt:
                     return await self._attempt(
-                        method, path, params, json_body, data, headers, parse_json
+                        method, path, params, json_body, data, headers, parse_json, safe
                     )
         except _Retryable as exhausted:
             error = exhausted.error
@@ -243,25 +264,29 @@ class HttpClient:
         data: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
         parse_json: bool,
+        safe: bool,
     ) -> httpx.Response:
         url = str(self._client.build_request(method, path, params=params).url)
-        async with self.limiter.slot():
+        async with self.limiter.slot() as started:
             self.requests += 1
             try:
                 response = await self._client.request(
                     method, path, params=params, json=json_body, data=data, headers=headers
                 )
             except httpx.TransportError as exc:
-                kind = type(exc).__name__
-                raise _Retryable(
-                    ProviderError(self.provider, method, url, f"{kind}: {exc}")
-                ) from None
+                error = ProviderError(self.provider, method, url, f"{type(exc).__name__}: {exc}")
+                if safe or isinstance(exc, NEVER_SENT):
+                    raise _Retryable(error) from None
+                raise error from None
         status = response.status_code
         if status in self.policy.retry_statuses:
             retry_after = self.policy.retry_after(response)
             if status == 429:
-                self.limiter.throttled(retry_after)
-            raise _Retryable(self._error(ProviderError, method, url, response), retry_after)
+                self.limiter.throttled(retry_after, started)
+            error = self._error(ProviderError, method, url, response)
+            if safe or status == 429:
+                raise _Retryable(error, retry_after)
+            raise error
         if status >= 400:
             raise self._error(ProviderHTTPError, method, url, response)
         self.limiter.succeeded()
@@ -294,13 +319,27 @@ class HttpClient:
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
+        get_logger("syncflows.http").warning(
             "%s; retrying in %.1f s (attempt %d of %d)",
             error.error if isinstance(error, _Retryable) else error,
             wait,
             state.attempt_number + 1,
             self.policy.max_attempts,
         )
+
+
+def _register_credentials(
+    headers: Mapping[str, str] | None, auth: httpx.Auth | tuple[str, str] | None
+) -> None:
+    """Register every credential a client sends, including runtime tokens (OAuth)."""
+    for name, value in (headers or {}).items():
+        if CREDENTIAL_HEADER.search(name):
+            register_secret(value)
+            register_secret(value.split()[-1] if value.split() else value)  # "Bearer <token>"
+    if isinstance(auth, tuple):
+        user, password = auth
+        register_secret(password)
+        register_secret(base64.b64encode(f"{user}:{password}".encode()).decode())
 
 
 def provider_client(

@@ -2,28 +2,30 @@
 
 Two mechanisms, one per scale (measured in prefect-notes §2 and its addendum):
 
-* **Local pacing** (one process): every request start is reserved at least
-  `interval = (1 + margin) / rate` seconds after the previous one, so no rolling second holds
-  more than `rate` starts even with a few milliseconds of arrival jitter. Reservations are made
-  under the event loop, so any number of concurrent tasks share one pace.
+* **Local pacing** (one process): request starts pass one at a time through a lock, each at
+  least `interval = (1 + margin) / rate` after the previous *actual* start, so no rolling second
+  holds more than `rate` starts even with a few milliseconds of arrival jitter. Spacing from the
+  actual start (not a booked one) means an event-loop stall cannot release a queue of overdue
+  requests at once.
 * **Windows** (several processes): a Prefect global concurrency limit with `limit=1` and no
   decay is a baton. The process that holds it owns the account's whole cap for
-  `lease_seconds`, pacing locally; it stops reserving one interval before the window ends and
-  releases only after its last reserved start plus one interval. The next holder is granted
-  after that release, so consecutive starts stay `interval` apart across processes too. One
-  server round trip per window (not per request) keeps Prefect's own latency out of the pace.
-  `rate_limit(occupy=K)` was not used: in Prefect 3.8.8 a denied request resets the bucket's
-  decay clock (`bulk_update_denied_slots` bumps `updated`), so waiting processes stall it.
+  `lease_seconds`, pacing locally, and releases no earlier than one interval after its last
+  start. The next holder is granted after that release, so consecutive starts stay `interval`
+  apart across processes too. One server round trip per window (not per request) keeps
+  Prefect's own latency out of the pace. `rate_limit(occupy=K)` was not used: in Prefect 3.8.8
+  a denied request resets the bucket's decay clock (`bulk_update_denied_slots` bumps
+  `updated`), so waiting processes stall it.
 
-A 429 halves the pace and pauses every request until its Retry-After; each success then
-recovers the pace by a small step. A connection cap (Mailchimp's 10 simultaneous) is a
-semaphore; under windows the holder also waits for its requests in flight before releasing.
+A 429 halves the pace once per episode (429s from requests that started before the last halving
+do not halve it again) and pauses every start until its Retry-After; each success recovers the
+pace by a small step. A connection cap (Mailchimp's 10 simultaneous) is a semaphore; with no
+rate cap, a window holder also waits for its requests in flight before releasing, so the cap
+holds across processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,7 +38,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 DEFAULT_MARGIN = 0.02  # 2 % slack: 10 req/s cap → one start per 102 ms → at most 10 per second
-MIN_PACE_FACTOR = 0.1
+MIN_PACE_FACTOR = 0.25
 RECOVERY_STEP = 0.01  # per successful request after a 429: half pace back to full in ~50
 LEASE_TTL_SECONDS = 60  # Prefect's minimum; a crashed holder frees the baton after this
 POLL_SECONDS = 0.25  # how often a process waiting for the baton asks again
@@ -49,12 +51,6 @@ class LimitSpec:
     name: str
     rate_per_second: float | None = None
     max_in_flight: int | None = None
-
-
-def global_limit_name(provider: str, account: str) -> str:
-    """The Prefect global concurrency limit name for one provider account."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", f"{provider}-{account}".lower()).strip("-")
-    return f"syncflows-{slug}"
 
 
 class Limiter:
@@ -74,11 +70,14 @@ class Limiter:
         self._factor = 1.0
         self._clock = clock
         self._sleep = sleep
-        self._next_start = 0.0
+        self._last_start = -1e18  # far in the past: the first start never waits
+        self._last_halving = -1e18
         self._paused_until = 0.0
+        self._turns = asyncio.Lock()
         self._in_flight = asyncio.Semaphore(spec.max_in_flight) if spec.max_in_flight else None
         self._waiting = 0  # inside slot(), not yet started
         self._sending = 0  # started, response not yet back
+        self._users = 0
         self._coordinator = coordinator
         self.throttles = 0
 
@@ -87,58 +86,10 @@ class Limiter:
         """Seconds between request starts at the current pace."""
         return self._base_interval / self._factor
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one request slot: in-flight cap first, then the paced start."""
-        if self._in_flight is not None:
-            await self._in_flight.acquire()
-        try:
-            self._waiting += 1
-            try:
-                await self._turn()
-            finally:
-                self._waiting -= 1
-            self._sending += 1
-            try:
-                yield
-            finally:
-                self._sending -= 1
-        finally:
-            if self._in_flight is not None:
-                self._in_flight.release()
-
-    async def _turn(self) -> None:
-        while True:
-            now = self._clock()
-            start = max(now, self._next_start, self._paused_until)
-            if self._coordinator is not None:
-                window_end = self._coordinator.window_end
-                if window_end is None or start > window_end - self.interval:
-                    await self._coordinator.wait_for_window(self)
-                    continue
-            self._next_start = start + self.interval
-            if start > now:
-                await self._sleep(start - now)
-            if self._paused_until <= start or self._paused_until <= self._clock():
-                return
-            # A 429 arrived while we slept: our reserved start is inside the pause, so queue again.
-
-    def throttled(self, retry_after: float | None) -> None:
-        """A 429 came back: slow the pace and hold every start until Retry-After has passed."""
-        self.throttles += 1
-        self._factor = max(MIN_PACE_FACTOR, self._factor / 2)
-        if retry_after:
-            self._paused_until = max(self._paused_until, self._clock() + retry_after)
-
-    def succeeded(self) -> None:
-        """A request went through: recover the pace a little."""
-        if self._factor < 1.0:
-            self._factor = min(1.0, self._factor + RECOVERY_STEP)
-
-    # What the window coordinator needs to know to release at the right moment.
     @property
     def next_start(self) -> float:
-        return self._next_start
+        """The earliest moment the next start may happen."""
+        return self._last_start + self.interval
 
     @property
     def waiting(self) -> int:
@@ -148,9 +99,69 @@ class Limiter:
     def sending(self) -> int:
         return self._sending
 
-    async def aclose(self) -> None:
-        """Give the window back to other processes."""
-        if self._coordinator is not None:
+    @property
+    def windows(self) -> int:
+        """How many windows this process has held (0 when not coordinated)."""
+        return self._coordinator.windows if self._coordinator else 0
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[float]:
+        """Hold one request slot: in-flight cap first, then the paced start; yields the start."""
+        if self._in_flight is not None:
+            await self._in_flight.acquire()
+        try:
+            self._waiting += 1
+            try:
+                started = await self._turn()
+            finally:
+                self._waiting -= 1
+            self._sending += 1
+            try:
+                yield started
+            finally:
+                self._sending -= 1
+        finally:
+            if self._in_flight is not None:
+                self._in_flight.release()
+
+    async def _turn(self) -> float:
+        async with self._turns:
+            while True:
+                now = self._clock()
+                start = max(now, self.next_start, self._paused_until)
+                if self._coordinator is not None:
+                    window_end = self._coordinator.window_end
+                    if window_end is None or start > window_end:
+                        await self._coordinator.wait_for_window(self)
+                        continue
+                if start > now:
+                    await self._sleep(start - now)
+                    continue  # re-check: a 429 pause or the window may have changed meanwhile
+                self._last_start = now
+                return now
+
+    def throttled(self, retry_after: float | None, started: float) -> None:
+        """A 429 came back: pause every start until Retry-After; halve the pace once per episode."""
+        self.throttles += 1
+        if started >= self._last_halving:
+            self._factor = max(MIN_PACE_FACTOR, self._factor / 2)
+            self._last_halving = self._clock()
+        if retry_after:
+            self._paused_until = max(self._paused_until, self._clock() + retry_after)
+
+    def succeeded(self) -> None:
+        """A request went through: recover the pace a little."""
+        if self._factor < 1.0:
+            self._factor = min(1.0, self._factor + RECOVERY_STEP)
+
+    def attach(self) -> None:
+        """A client starts using this limiter."""
+        self._users += 1
+
+    async def detach(self) -> None:
+        """A client is done; the last one out gives the window back to other processes."""
+        self._users = max(0, self._users - 1)
+        if self._users == 0 and self._coordinator is not None:
             await self._coordinator.aclose()
 
 
@@ -176,6 +187,7 @@ class WindowCoordinator:
         self._opened = asyncio.Event()
         self._closing = asyncio.Event()
         self._holder: asyncio.Task[None] | None = None
+        self._acquiring = False
         self._ensured = False
 
     @property
@@ -186,43 +198,48 @@ class WindowCoordinator:
     async def wait_for_window(self, limiter: Limiter) -> None:
         """Block until this process holds a window; start acquiring one if nobody is."""
         if self._window_end is not None and self._opened.is_set():
-            # The window is open but too short for another start: wait for the next one.
+            # The window is open but ends before our start: wait for the next one.
             await asyncio.sleep(max(0.0, self._window_end - self._clock()))
         if self._holder is not None and self._holder.done():
-            failed, self._holder = self._holder, None
-            if not failed.cancelled() and failed.exception() is not None:
-                raise failed.exception()  # type: ignore[misc]  # once; the next call tries again
+            finished, self._holder = self._holder, None
+            if not finished.cancelled() and finished.exception() is not None:
+                raise finished.exception()  # type: ignore[misc]  # once; the next call tries again
         if self._holder is None:
             self._opened.clear()
             self._closing.clear()
+            self._acquiring = True  # until the lease is granted, closing means cancelling
             self._holder = asyncio.create_task(self._hold(limiter))
         holder = self._holder
         opened = asyncio.create_task(self._opened.wait())
-        done, _ = await asyncio.wait({opened, holder}, return_when=asyncio.FIRST_COMPLETED)
-        if opened not in done:
+        try:
+            await asyncio.wait({opened, holder}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
             opened.cancel()
-            holder.result()  # re-raise the holder's failure (e.g. Prefect unreachable)
 
     async def _hold(self, limiter: Limiter) -> None:
         from prefect import get_client  # deferred: importing prefect is slow
 
-        if not self._ensured:
-            await ensure_global_limit(self.limit_name)
-            self._ensured = True
-        async with get_client() as client:
-            lease_id = await self._acquire(client)
-            try:
-                await self._use_window(limiter)
-            finally:
-                await client.release_concurrency_slots_with_lease(lease_id)
+        try:
+            if not self._ensured:
+                await ensure_global_limit(self.limit_name)
+                self._ensured = True
+            async with get_client() as client:
+                lease_id = await self._acquire(client)
+                self._acquiring = False
+                try:
+                    await self._use_window(limiter)
+                finally:
+                    await client.release_concurrency_slots_with_lease(lease_id)
+        finally:
+            self._acquiring = False
 
     async def _acquire(self, client: Any) -> UUID:
         """Take the baton, polling every POLL_SECONDS while another process holds it.
 
         The client's lease calls are used directly: Prefect's `concurrency()` helper logs an
         ERROR for every refusal and waits the server's Retry-After, which grows with each denial
-        (up to 30 s) and would leave the cap idle long after its holder is done. A window is
-        shorter than the lease TTL, so the lease never needs renewing.
+        (up to 30 s) and would leave the cap idle long after its holder is done. A window ends
+        well inside the lease TTL, so the lease never needs renewing.
         """
         from prefect.exceptions import PrefectHTTPStatusError
 
@@ -241,9 +258,7 @@ class WindowCoordinator:
                 continue
             granted = response.json()
             if not granted.get("limits"):
-                raise RuntimeError(
-                    f"Prefect global concurrency limit {self.limit_name!r} is missing"
-                )
+                raise RuntimeError(f"Prefect concurrency limit {self.limit_name!r} is missing")
             return UUID(granted["lease_id"])
 
     async def _use_window(self, limiter: Limiter) -> None:
@@ -255,8 +270,8 @@ class WindowCoordinator:
         finally:
             self._window_end = None
             self._opened.clear()
-            # Release no earlier than one interval after our last reserved start, so the next
-            # holder's first start keeps the spacing.
+            # Release no earlier than one interval after our last start, so the next holder's
+            # first start keeps the spacing.
             await asyncio.sleep(max(0.0, limiter.next_start - self._clock()))
             # A 10 ms poll is simpler than an Event here, and runs once per window.
             while self.drain_before_release and limiter.sending:  # noqa: ASYNC110
@@ -279,21 +294,23 @@ class WindowCoordinator:
                 return
 
     async def aclose(self) -> None:
-        """Stop holding: end the current window now, or cancel a pending acquisition.
+        """Stop holding: cancel a pending acquisition, or end the current window now.
 
         A held window is ended, not cancelled: cancelling would cut short the wait that keeps
-        the next holder's first start one interval after our last one.
+        the next holder's first start one interval after our last one, or the release itself.
+        (A cancel that lands while the server grants a lease leaves it to expire after the
+        lease TTL.)
         """
         holder, self._holder = self._holder, None
         if holder is None or holder.done():
             return
-        if self._opened.is_set():
-            self._closing.set()
-            await holder
-        else:
+        if self._acquiring:
             holder.cancel()
             with suppress(asyncio.CancelledError):
                 await holder
+        else:
+            self._closing.set()
+            await holder
 
 
 async def ensure_global_limit(name: str) -> None:
@@ -331,10 +348,13 @@ _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Limite
 def shared_limiter(
     spec: LimitSpec, *, coordinate: bool, lease_seconds: float, **kwargs: Any
 ) -> Limiter:
-    """The process-wide limiter for `spec.name` on the running loop, created on first use."""
+    """The process-wide limiter for `spec.name` on the running loop, created on first use.
+
+    A limiter whose caps differ from `spec` is replaced only once nobody uses it.
+    """
     per_loop = _limiters.setdefault(asyncio.get_running_loop(), {})
     limiter = per_loop.get(spec.name)
-    if limiter is None or limiter.spec != spec:
+    if limiter is None or (limiter.spec != spec and limiter._users == 0):
         coordinator = (
             WindowCoordinator(
                 spec.name,

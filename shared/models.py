@@ -23,7 +23,8 @@ NAMING = {
 }
 SQLModel.metadata.naming_convention = NAMING
 
-JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+# none_as_null: a Python None is SQL NULL, not the JSON text 'null'.
+JSONType = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def utcnow() -> datetime:

@@ -1,8 +1,8 @@
 """Logging and error reporting for flow runs.
 
 Logs go through Prefect's run logger inside a run (they reach the UI) and a plain logger
-outside one. Sentry is initialised once per process from `SENTRY_DSN` with its logging
-integration off, so a failed run sends exactly one event, from the flow's `on_failure` /
+outside one. Sentry is initialised once per process from `SENTRY_DSN` with its default
+integrations off, so a failed run sends exactly one event, from the flow's `on_failure` /
 `on_crashed` hook (prefect-notes §9: with the integration on, one failure made four events,
 including one for a retry that later succeeded). `before_send` redacts every registered secret.
 """
@@ -13,7 +13,6 @@ import logging
 from typing import Any
 
 import sentry_sdk
-from sentry_sdk.integrations.logging import LoggingIntegration
 
 from shared.redact import install_log_redaction, redact_data
 from shared.settings import load_settings
@@ -48,9 +47,13 @@ def init_observability() -> None:
     sentry_sdk.init(
         dsn=dsn,
         environment=settings.sentry_environment,
-        disabled_integrations=[LoggingIntegration],
+        # Only the flow hooks report. Default integrations would add events (logging,
+        # excepthook), breadcrumbs with request URLs (httpx) and trace headers on every
+        # provider request.
+        default_integrations=False,
+        auto_enabling_integrations=False,
+        trace_propagation_targets=[],
         before_send=scrub_event,
-        send_default_pii=False,
         include_local_variables=False,  # locals hold clients, settings and keys
     )
     _sentry_dsn = dsn
@@ -58,6 +61,7 @@ def init_observability() -> None:
 
 async def report_run_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow `on_failure` / `on_crashed` hook: one Sentry event per failed run, with context."""
+    init_observability()  # a run can fail before its body starts (e.g. bad parameters)
     if _sentry_dsn is None:
         return
     error = await state.aresult(raise_on_failure=False)

@@ -7,18 +7,27 @@ rows use short transactions of their own: a crashed run still leaves its `runnin
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+from uuid import UUID
 
+from prefect.artifacts import (
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
 from sqlmodel import Session, col, select
 
 from shared.db import ensure_schema, session_scope, upsert
 from shared.models import PushState, SyncCursor, SyncFailure, SyncRun, utcnow
+from shared.names import artifact_key
 from shared.redact import redact, redact_data
 
 DEFAULT_MAX_FAILURE_ATTEMPTS = 10
@@ -268,6 +277,29 @@ class RunTracker:
     counts: Counts
     requests: int = 0
     summary: RunSummary | None = None
+    _progress_id: UUID | None = None
+    _progress_at: float = 0.0
+    # Batches finish together; without the lock each would create its own progress artifact.
+    _progress_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def progress(self, done: int, total: int) -> None:
+        """Show progress in the Prefect UI (a progress artifact), at most once a second."""
+        if _flow_run_id() is None:
+            return
+        async with self._progress_lock:
+            now = time.monotonic()
+            if self._progress_id is not None and done < total and now - self._progress_at < 1.0:
+                return
+            percent = min(100.0, 100.0 * done / total) if total else 100.0
+            if self._progress_id is None:
+                self._progress_id = await acreate_progress_artifact(
+                    percent,
+                    key=artifact_key(self.provider, self.account, "progress"),
+                    description=f"{self.provider} ({self.account}): records processed",
+                )
+            else:
+                await aupdate_progress_artifact(self._progress_id, percent)
+            self._progress_at = now
 
 
 @asynccontextmanager
@@ -277,24 +309,34 @@ async def tracked_run(
     account: str,
     mode: str,
 ) -> AsyncIterator[RunTracker]:
-    """Migrate if needed, open the ledger row, and close it as completed or failed."""
-    ensure_schema(url)
+    """Migrate if needed, open the ledger row, close it as completed or failed, publish a summary.
+
+    The summary is a Prefect table artifact with the run's counts and its first failures (the
+    provider's own message per record), so the UI shows what happened without a database.
+    """
+    # Database work runs in a thread: a busy SQLite file must never stall paced requests.
+    await asyncio.to_thread(ensure_schema, url)
     started = time.perf_counter()
-    run_id = start_run(url, provider, account, mode, _flow_run_id())
+    run_id = await asyncio.to_thread(start_run, url, provider, account, mode, _flow_run_id())
     tracker = RunTracker(url, provider, account, mode, run_id, Counts())
     try:
         yield tracker
     except BaseException as exc:
-        finish_run(
+        error = f"{type(exc).__name__}: {exc}"
+        await asyncio.to_thread(
+            finish_run,
             url,
             run_id,
             state="failed",
             counts=tracker.counts,
             requests=tracker.requests,
-            error=f"{type(exc).__name__}: {exc}",
+            error=error,
         )
+        await _publish_summary(tracker, "failed", error)
         raise
-    finish_run(url, run_id, state="completed", counts=tracker.counts, requests=tracker.requests)
+    await asyncio.to_thread(
+        finish_run, url, run_id, state="completed", counts=tracker.counts, requests=tracker.requests
+    )
     tracker.summary = RunSummary(
         provider,
         account,
@@ -305,6 +347,48 @@ async def tracked_run(
         time.perf_counter() - started,
         run_id,
     )
+    await _publish_summary(tracker, "completed", None)
+
+
+SUMMARY_FAILURES = 10
+
+
+async def _publish_summary(tracker: RunTracker, state: str, error: str | None) -> None:
+    if _flow_run_id() is None:
+        return
+    rows: list[dict[str, Any]] = [{"item": "state", "value": state}]
+    rows += [{"item": name, "value": value} for name, value in asdict(tracker.counts).items()]
+    rows.append({"item": "requests", "value": tracker.requests})
+    if error:
+        rows.append({"item": "error", "value": redact(error)[:500]})
+    failures = await asyncio.to_thread(_first_failures, tracker.url, tracker.run_id)
+    rows += [
+        {
+            "item": f"failed {f.operation} {f.record_key}",
+            "value": f"{f.status_code or ''} {f.message}".strip(),
+        }
+        for f in failures
+    ]
+    try:
+        await acreate_table_artifact(
+            rows,
+            key=artifact_key(tracker.provider, tracker.account, "sync-summary"),
+            description=f"{tracker.provider} ({tracker.account}) {tracker.mode} run: {state}",
+        )
+    except Exception as exc:  # reporting must never turn a finished run into a failed one
+        logging.getLogger("syncflows.runs").warning("could not publish the run summary: %s", exc)
+
+
+def _first_failures(url: str, run_id: int) -> list[SyncFailure]:
+    with session_scope(url) as session:
+        return list(
+            session.exec(
+                select(SyncFailure)
+                .where(SyncFailure.run_id == run_id)
+                .order_by(col(SyncFailure.record_key))
+                .limit(SUMMARY_FAILURES)
+            ).all()
+        )
 
 
 def _flow_run_id() -> str | None:

@@ -11,6 +11,7 @@ variable is named in one `MissingConfiguration` error.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
@@ -44,10 +45,14 @@ class GlobalLimits(StrEnum):
     OFF = "off"
 
 
+# Tests point this at os.devnull, so a developer's .env never leaks into them.
+ENV_FILE = os.environ.get("SYNCFLOWS_ENV_FILE", ".env")
+
+
 def _base_config(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(
         env_prefix=prefix,
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
@@ -83,8 +88,13 @@ class Settings(BaseSettings):
         Prefect's ephemeral mode has none, and a single process needs no coordination.
         """
         if self.global_limits is GlobalLimits.AUTO:
-            return bool(self.prefect_api_url or _profile_api_url())
+            return self.prefect_api_configured
         return self.global_limits is GlobalLimits.ON
+
+    @property
+    def prefect_api_configured(self) -> bool:
+        """True when a Prefect API is set in the environment or the active Prefect profile."""
+        return bool(self.prefect_api_url or _profile_api_url())
 
 
 class ProviderSettings(BaseSettings):
@@ -206,6 +216,15 @@ class MagentoSettings(ProviderSettings):
     max_in_flight: int = Field(default=2, ge=1)
 
 
+PROVIDERS: tuple[type[ProviderSettings], ...] = (
+    SelfcheckSettings,
+    MailerLiteSettings,
+    BrevoSettings,
+    MailchimpSettings,
+    ActiveCampaignSettings,
+    MagentoSettings,
+)
+
 P = TypeVar("P", bound=ProviderSettings)
 
 
@@ -225,13 +244,19 @@ async def load_provider_settings(cls: type[P], **overrides: Any) -> P:
         MissingConfiguration: naming every required variable that has no value.
     """
     settings = cls(**overrides)
+    unreadable = []
     for field in settings.secret_fields():
         block = getattr(settings, f"{field}_block", None)
         if getattr(settings, field) is None and block:
-            settings = settings.model_copy(update={field: SecretStr(await _read_secret(block))})
-    missing = settings.missing()
-    if missing:
-        raise MissingConfiguration(cls.provider, missing)
+            try:
+                value = await _read_secret(block)
+            except ValueError:  # Prefect's "Unable to find block document named …"
+                unreadable.append(f"{settings.env_name(field)} (Secret block {block!r} not found)")
+                continue
+            settings = settings.model_copy(update={field: SecretStr(value)})
+    missing = [m for m in settings.missing() if not any(u.startswith(m) for u in unreadable)]
+    if missing or unreadable:
+        raise MissingConfiguration(cls.provider, missing + unreadable)
     for field in settings.secret_fields():
         secret = getattr(settings, field)
         if secret is not None:

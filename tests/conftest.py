@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 
@@ -11,12 +10,23 @@ import pytest
 import sqlalchemy as sa
 
 # Settings come from each test, never from a developer's .env or shell.
-_PREFIXES = ("MAILER_LITE_", "BREVO_", "MAILCHIMP_", "AC_", "MAGENTO_", "SELFCHECK_", "SENTRY_")
+os.environ["SYNCFLOWS_ENV_FILE"] = os.devnull
+_PREFIXES = (
+    "MAILER_LITE_",
+    "BREVO_",
+    "MAILCHIMP_",
+    "AC_",
+    "MAGENTO_",
+    "SELFCHECK_",
+    "SENTRY_",
+    "HTTP_",
+)
 for _name in list(os.environ):
     if _name.startswith(_PREFIXES) or _name in (
         "DATABASE_URL",
         "PREFECT_API_URL",
         "SYNCFLOWS_GLOBAL_LIMITS",
+        "SYNCFLOWS_LEASE_SECONDS",
     ):
         del os.environ[_name]
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -27,13 +37,17 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 
 def _postgres_answers() -> str | None:
-    """None when PostgreSQL is usable, else the reason it is not."""
+    """None when PostgreSQL accepts our connection, else the reason it does not."""
     url = sa.make_url(POSTGRES_ADMIN_URL)
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
     try:
-        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=1):
+        with engine.connect():
             pass
-    except OSError as exc:
-        return f"PostgreSQL not answering at {url.host}:{url.port or 5432} ({exc})"
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        return f"PostgreSQL not usable at {url.host}:{url.port or 5432} ({reason})"
+    finally:
+        engine.dispose()
     return None
 
 
@@ -67,12 +81,11 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     """Each state test runs on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/state.db"
-    else:
-        url = request.getfixturevalue("postgres_url")
+        return f"sqlite:///{tmp_path}/state.db"
+    url: str = request.getfixturevalue("postgres_url")
     return url
 
 

@@ -31,7 +31,7 @@ def sandbox(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[obje
 async def test_first_run_pushes_all_and_second_run_only_retries_the_failure(
     sandbox, database_url: str
 ) -> None:
-    first = await selfcheck_sync(records=40, batch_size=10)
+    first = (await selfcheck_sync(records=40, batch_size=10)).row()
     assert (first["records_read"], first["created"], first["failed"], first["requests"]) == (
         40,
         39,
@@ -40,7 +40,7 @@ async def test_first_run_pushes_all_and_second_run_only_retries_the_failure(
     )
     assert len(sandbox.items) == 39
 
-    second = await selfcheck_sync(records=40, batch_size=10)
+    second = (await selfcheck_sync(records=40, batch_size=10)).row()
     assert (second["unchanged"], second["created"], second["failed"], second["requests"]) == (
         39,
         0,
@@ -64,7 +64,7 @@ async def test_first_run_pushes_all_and_second_run_only_retries_the_failure(
 
 async def test_growing_the_record_set_pushes_only_the_new_records(sandbox) -> None:
     await selfcheck_sync(records=20, batch_size=5)
-    grown = await selfcheck_sync(records=30, batch_size=5)
+    grown = (await selfcheck_sync(records=30, batch_size=5)).row()
     assert (grown["created"], grown["unchanged"], grown["failed"]) == (10, 19, 1)
 
 
@@ -81,3 +81,27 @@ async def test_missing_configuration_fails_before_any_request_or_write(
 
         tables = sa.inspect(session.get_bind()).get_table_names()
         assert "sync_run" not in tables or session.exec(select(SyncRun)).all() == []
+
+
+async def test_run_publishes_a_summary_artifact_with_the_failure(sandbox) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    await selfcheck_sync(records=20, batch_size=5)
+    async with get_client() as client:
+        summaries = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["selfcheck-default-sync-summary"])
+            ),
+            limit=1,
+        )
+        progress = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["selfcheck-default-progress"])
+            ),
+            limit=1,
+        )
+    table = summaries[0].data
+    assert '"failed upsert demo-013"' in table
+    assert "The email must be a valid email address." in table
+    assert float(progress[0].data) == 100.0

@@ -130,3 +130,20 @@ def test_migrate_creates_the_sqlite_folder_of_a_fresh_checkout(tmp_path) -> None
     url = f"sqlite:///{tmp_path}/not/yet/there/state.db"
     migrate(url)
     command.check(alembic_config(url))
+
+
+def test_two_first_runs_migrating_one_sqlite_file_at_once_both_succeed(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/shared.db"
+    code = f"from shared.db import migrate; migrate({url!r})"
+    for _ in range(3):  # the race was intermittent: try a few times
+        (tmp_path / "shared.db").unlink(missing_ok=True)
+        runs = [
+            subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        errors = [run.communicate()[1] for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], errors
+    command.check(alembic_config(url))

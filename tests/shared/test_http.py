@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -12,26 +13,32 @@ import pytest
 
 from shared.http import (
     HttpClient,
+    ProviderError,
     ProviderHTTPError,
     RetriesExhausted,
     RetryPolicy,
     parse_retry_after,
 )
 from shared.limits import Limiter, LimitSpec
-from shared.redact import register_secret
+from shared.redact import register_secret, registered_secrets
 
 API_KEY = "sk-test-0f3c9a7b51e24d"  # registered like settings would register it
 Script = list[httpx.Response | Exception]
 
 
 class Sleeps:
-    """The injected sleeper: records every wait instead of sleeping."""
+    """The injected sleeper and clock: records every wait and moves time on instead."""
 
     def __init__(self) -> None:
         self.waits: list[float] = []
+        self.now = 0.0
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
 
 
 def scripted(script: Script, seen: list[httpx.Request]) -> httpx.MockTransport:
@@ -49,13 +56,17 @@ def scripted(script: Script, seen: list[httpx.Request]) -> httpx.MockTransport:
 def make_client() -> Callable[..., tuple[HttpClient, Sleeps, list[httpx.Request]]]:
     register_secret(API_KEY)
 
-    def make(script: Script, **policy: object) -> tuple[HttpClient, Sleeps, list[httpx.Request]]:
+    def make(
+        script: Script, rate: float | None = None, **policy: object
+    ) -> tuple[HttpClient, Sleeps, list[httpx.Request]]:
         sleeps, seen = Sleeps(), []
         client = HttpClient(
             "acme",
             "https://api.acme.test/v1",
             headers={"Api-Token": API_KEY},
-            limiter=Limiter(LimitSpec("acme", rate_per_second=None)),
+            limiter=Limiter(
+                LimitSpec("acme", rate_per_second=rate), clock=sleeps.clock, sleep=sleeps
+            ),
             policy=RetryPolicy(sleep=sleeps, jitter=lambda cap: cap, **policy),  # type: ignore[arg-type]
             transport=scripted(script, seen),
         )
@@ -82,9 +93,9 @@ async def test_429_with_retry_after_waits_exactly_that_long(make_client) -> None
 
 async def test_429_slows_the_limiter_pace(make_client) -> None:
     client, _, _ = make_client(
-        [httpx.Response(429, headers={"Retry-After": "1"}), httpx.Response(200, json={})]
+        [httpx.Response(429, headers={"Retry-After": "1"}), httpx.Response(200, json={})],
+        rate=10,
     )
-    client.limiter = Limiter(LimitSpec("acme", rate_per_second=10))
     before = client.limiter.interval
     await client.get_json("/contacts")
     assert client.limiter.throttles == 1
@@ -191,3 +202,57 @@ async def test_api_key_never_reaches_logs_or_exception_text(make_client, caplog)
         assert API_KEY not in text
     assert "***" in caught.value.message
     assert "api_key=***" in caught.value.url
+
+
+def test_retry_after_that_is_not_a_finite_number_is_ignored() -> None:
+    for value in ("nan", "inf", "soon"):
+        assert parse_retry_after(httpx.Response(429, headers={"Retry-After": value})) is None
+
+
+async def test_a_key_cut_by_truncation_is_still_masked(make_client) -> None:
+    body = "x" * (990) + f" bad key {API_KEY} " + "y" * 500  # the key straddles character 1000
+    client, _, _ = make_client([httpx.Response(401, text=body)])
+    with pytest.raises(ProviderHTTPError) as caught:
+        await client.get_json("/me")
+    texts = [caught.value.message, str(caught.value.body), str(caught.value)]
+    for text in texts:
+        assert not any(API_KEY[i : i + 8] in text for i in range(len(API_KEY) - 7))
+
+
+@pytest.mark.parametrize(
+    ("method", "failure", "attempts", "error"),
+    [
+        ("POST", httpx.Response(503), 1, "ProviderError"),  # may have been applied: no retry
+        ("POST", httpx.ReadTimeout("lost response"), 1, "ProviderError"),
+        ("POST", httpx.ConnectError("refused"), 3, "RetriesExhausted"),  # never sent: retry
+        ("POST", httpx.Response(429), 3, "RetriesExhausted"),  # refused, not applied: retry
+        ("PUT", httpx.Response(503), 3, "RetriesExhausted"),  # idempotent: retry
+    ],
+)
+async def test_requests_are_retried_only_when_repeating_them_is_safe(
+    make_client, method: str, failure: object, attempts: int, error: str
+) -> None:
+    client, _, seen = make_client([failure] * 3, max_attempts=3)
+    with pytest.raises(ProviderError) as caught:
+        await client.request(method, "/subscribers", json_body={"email": "a@b.c"})
+    assert type(caught.value).__name__ == error
+    assert len(seen) == attempts
+
+
+async def test_an_upsert_post_can_be_marked_idempotent(make_client) -> None:
+    client, _, seen = make_client([httpx.Response(503), httpx.Response(200, json={"id": 1})])
+    response = await client.request("POST", "/contacts", json_body={}, idempotent=True)
+    assert response.status_code == 200
+    assert len(seen) == 2
+
+
+def test_runtime_credentials_are_registered_for_redaction() -> None:
+    HttpClient(
+        "acme",
+        "https://api.acme.test",
+        headers={"Authorization": "Bearer rt-oauth-77a1c9"},
+        auth=("user", "basic-pass-31337"),
+    )
+    secrets = registered_secrets()
+    assert {"rt-oauth-77a1c9", "basic-pass-31337"} <= secrets
+    assert base64.b64encode(b"user:basic-pass-31337").decode() in secrets

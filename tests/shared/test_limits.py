@@ -18,7 +18,8 @@ import pytest
 
 from sandbox.selfcheck import create_app
 from sandbox.server import serve
-from shared.limits import Limiter, LimitSpec, WindowCoordinator, global_limit_name
+from shared.limits import Limiter, LimitSpec, WindowCoordinator
+from shared.names import global_limit_name
 from shared.settings import GlobalLimits, Settings
 from tests.support.limit_load import run_load
 from tests.support.measure import MEASUREMENTS, analyse
@@ -48,13 +49,19 @@ class FakeTime:
 
     async def drive(self, *coroutines: Coroutine[Any, Any, None]) -> None:
         tasks = [asyncio.ensure_future(c) for c in coroutines]
-        while not all(t.done() for t in tasks):
+        for _ in range(100_000):
+            if all(t.done() for t in tasks):
+                break
             for _ in range(10):
                 await asyncio.sleep(0)
             if self._pending:
                 target, _, future = heapq.heappop(self._pending)
                 self.now = max(self.now, target)
                 future.set_result(None)
+        else:
+            for task in tasks:
+                task.cancel()
+            raise AssertionError("no progress: the limiter is stuck")
         for task in tasks:
             task.result()
 
@@ -77,7 +84,7 @@ async def test_concurrent_starts_are_spaced_by_the_interval() -> None:
 async def test_throttle_pauses_all_starts_then_pace_recovers() -> None:
     fake = FakeTime()
     limiter = Limiter(LimitSpec("x", rate_per_second=10), clock=fake.clock, sleep=fake.sleep)
-    limiter.throttled(retry_after=5.0)
+    limiter.throttled(retry_after=5.0, started=fake.now)
     paused_at = fake.now
 
     async def request() -> None:
@@ -86,9 +93,63 @@ async def test_throttle_pauses_all_starts_then_pace_recovers() -> None:
 
     await fake.drive(request())
     assert limiter.interval == pytest.approx(0.204)  # half pace after a 429
+    for _ in range(8):  # the rest of the burst: requests that started before the halving
+        limiter.throttled(retry_after=1.0, started=paused_at - 0.5)
+    assert limiter.interval == pytest.approx(0.204)  # one episode halves once
     for _ in range(200):
         limiter.succeeded()
     assert limiter.interval == pytest.approx(0.102)
+
+
+async def test_a_stalled_event_loop_does_not_release_a_burst() -> None:
+    fake = FakeTime()
+    limiter = Limiter(LimitSpec("x", rate_per_second=10), clock=fake.clock, sleep=fake.sleep)
+    starts: list[float] = []
+
+    async def request(n: int) -> None:
+        async with limiter.slot():
+            starts.append(fake.now)
+            if n == 3:
+                fake.now += 0.5  # the loop is blocked for half a second after this start
+
+    await fake.drive(*(request(n) for n in range(30)))
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.102 - 1e-9
+    assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) == 10
+
+
+async def test_a_slow_pace_still_starts_in_every_window() -> None:
+    """At the slowest pace an interval can exceed the window; a start must still fit."""
+
+    class OpenWindow:
+        windows = 1
+        window_end: float | None = None
+
+        async def wait_for_window(self, _limiter: Limiter) -> None:
+            if self.window_end is not None and fake.now < self.window_end:
+                await fake.sleep(self.window_end - fake.now)  # the rest of this window
+            self.window_end = fake.now + 1.0  # the next one
+
+        async def aclose(self) -> None:
+            pass
+
+    fake = FakeTime()
+    window = OpenWindow()
+    limiter = Limiter(
+        LimitSpec("x", rate_per_second=1), clock=fake.clock, sleep=fake.sleep, coordinator=window
+    )  # type: ignore[arg-type]
+    for _ in range(3):
+        limiter.throttled(None, started=fake.now)
+        fake.now += 0.001
+    assert limiter.interval > 1.0  # longer than the 1 s window
+    starts: list[float] = []
+
+    async def request() -> None:
+        async with limiter.slot():
+            starts.append(fake.now)
+
+    await fake.drive(*(request() for _ in range(3)))
+    assert len(starts) == 3
 
 
 async def test_in_flight_cap_holds_under_concurrency() -> None:
@@ -113,17 +174,19 @@ async def test_closing_a_limiter_hands_the_cap_on_at_once() -> None:
     first = Limiter(
         LimitSpec(name, rate_per_second=50), coordinator=WindowCoordinator(name, lease_seconds=30)
     )
+    first.attach()
     async with first.slot():
         pass
-    await first.aclose()  # mid-window: must release now, not after the 60 s lease TTL
+    await first.detach()  # the last user leaves mid-window: the cap must be released now
 
     second = Limiter(
         LimitSpec(name, rate_per_second=50), coordinator=WindowCoordinator(name, lease_seconds=30)
     )
     started = time.monotonic()
+    second.attach()
     async with second.slot():
         waited = time.monotonic() - started
-    await second.aclose()
+    await second.detach()
     assert waited < 5.0
 
 
@@ -191,3 +254,22 @@ def test_two_processes_share_one_cap_through_prefect(postgres_url: str, tmp_path
     assert report.requests == sum(r["requests"] for r in results)
     assert report.max_window <= 10
     assert report.rate >= 9.5
+
+
+async def test_the_window_is_given_back_only_when_the_last_client_leaves() -> None:
+    closed: list[bool] = []
+
+    class CountingCoordinator:
+        windows = 0
+        window_end = None
+
+        async def aclose(self) -> None:
+            closed.append(True)
+
+    limiter = Limiter(LimitSpec("x", rate_per_second=10), coordinator=CountingCoordinator())  # type: ignore[arg-type]
+    limiter.attach()
+    limiter.attach()
+    await limiter.detach()
+    assert closed == []  # another client still runs requests through this limiter
+    await limiter.detach()
+    assert closed == [True]

@@ -63,6 +63,16 @@ async def test_failed_run_sends_exactly_one_scrubbed_event(
     assert all(SECRET not in text for text in sentry_events.raw)
 
 
+@pytest.mark.usefixtures("prefect_harness")
+async def test_a_run_failing_before_its_body_is_reported_too(sentry_events) -> None:
+    from flows.selfcheck import selfcheck_sync
+
+    state = await selfcheck_sync(records="many", return_state=True)  # bad parameter
+    assert state.is_failed()
+    assert len(sentry_events.events) == 1
+    assert sentry_events.events[0]["tags"]["prefect.flow"] == "selfcheck-sync"
+
+
 def test_log_records_are_redacted_for_every_logger(caplog: pytest.LogCaptureFixture) -> None:
     install_log_redaction()
     register_secret("log-secret-5550123")

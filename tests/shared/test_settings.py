@@ -93,3 +93,16 @@ async def test_secret_comes_from_a_prefect_block_when_the_env_has_none(
     assert settings.api_key is not None
     assert settings.api_key.get_secret_value() == "block-held-key-98765"
     assert "block-held-key-98765" in registered_secrets()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+async def test_a_missing_secret_block_is_named_with_the_other_gaps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MAILER_LITE_API_KEY_BLOCK", "no-such-block")
+    with pytest.raises(MissingConfiguration) as caught:
+        await load_provider_settings(MailerLiteSettings)
+    assert caught.value.variables == [
+        "MAILER_LITE_GROUP_ID",
+        "MAILER_LITE_API_KEY (Secret block 'no-such-block' not found)",
+    ]

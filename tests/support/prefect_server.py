@@ -34,6 +34,11 @@ def prefect_server(database_url: str, home: Path, timeout: float = 120) -> Itera
         "PREFECT_API_DATABASE_CONNECTION_URL": asyncpg_url.render_as_string(hide_password=False),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
+        # Leases on disk survive a server restart (README: Deploy); the default keeps them in
+        # memory, and a restart would leave a held baton taken for good.
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": (
+            "prefect.server.concurrency.lease_storage.filesystem"
+        ),
         "PREFECT_API_URL": api_url,
     }
     log = (home / "server.log").open("w")

@@ -1,0 +1,47 @@
+"""`python -m bench list` · `python -m bench run <scenario>|--all`.
+
+Each run prints a table and, as its last line, one JSON object; results go to
+bench/results/<scenario>.json. Exit status 1 when any scenario has `correct: false`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from bench.harness import peak_rss_mb, report, save
+from bench.scenarios import SCENARIOS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the scenarios")
+    run = commands.add_parser("run", help="run one scenario, or all with --all")
+    run.add_argument("scenario", nargs="?", choices=sorted(SCENARIOS))
+    run.add_argument("--all", action="store_true", help="run every scenario")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for scenario in SCENARIOS.values():
+            print(f"{scenario.name:28} {scenario.description}")  # noqa: T201
+        return 0
+    if not args.all and not args.scenario:
+        parser.error("name a scenario or pass --all")
+    if args.all:
+        # One process per scenario, so each peak RSS is that scenario's alone.
+        codes = [
+            subprocess.run([sys.executable, "-m", "bench", "run", name], check=False).returncode
+            for name in sorted(SCENARIOS)
+        ]
+        return max(codes, default=0)
+    result = SCENARIOS[args.scenario].run()
+    result.peak_rss_mb = peak_rss_mb()
+    save(result)
+    print(f"== {args.scenario}\n{report(result)}", flush=True)  # noqa: T201
+    return 0 if result.correct else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Benchmark scenarios: each runs a real flow against a loopback sandbox and checks the result.
+
+Provider issues add their scenarios here. The self-check ones measure the foundation itself:
+pacing at a rate cap, and fan-out overhead when latency, not a rate, is the bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+from sqlmodel import select
+
+from bench.harness import BenchResult, Scenario
+from flows.selfcheck import BAD_RECORD, demo_records, payload, selfcheck_sync
+from sandbox.selfcheck import create_app
+from sandbox.server import serve
+from shared.db import session_scope
+from shared.models import PushState, SyncFailure
+
+KEY = "bench-selfcheck-key-5e2a"
+
+
+async def _warm_prefect() -> None:
+    """Start Prefect's ephemeral API before the clock runs (it is not part of a sync)."""
+    from prefect import get_client
+
+    async with get_client() as client:
+        await client.api_healthcheck()
+
+
+def _pushed_matches_sandbox(url: str, items: dict[str, dict[str, Any]], records: int) -> bool:
+    """The database and the sandbox agree on every record, and the bad one is a failure row."""
+    expected = {r["key"]: payload(r) for r in demo_records(records)}
+    bad = f"demo-{BAD_RECORD:03d}"
+    expected.pop(bad, None)
+    with session_scope(url) as session:
+        pushed = {p.record_key: p.remote_id for p in session.exec(select(PushState))}
+        failures = [f.record_key for f in session.exec(select(SyncFailure))]
+    same_items = set(items) == set(expected) and all(
+        {k: v for k, v in items[key].items() if k != "id"} == expected[key] for key in expected
+    )
+    same_ids = pushed == {key: items[key]["id"] for key in expected}
+    return same_items and same_ids and failures == ([bad] if records >= BAD_RECORD else [])
+
+
+def selfcheck(
+    name: str,
+    *,
+    records: int,
+    batch_size: int,
+    rate: float | None,
+    in_flight: int,
+    latency: float,
+    jitter: float,
+) -> BenchResult:
+    """Push `records` demo records through the self-check flow and time it."""
+    app = create_app(KEY, latency=latency, jitter=jitter)
+    sandbox = app.state.sandbox
+    with tempfile.TemporaryDirectory() as tmp, serve(app) as base_url:
+        url = f"sqlite:///{tmp}/bench.db"
+        os.environ.update(
+            DATABASE_URL=url,
+            SELFCHECK_BASE_URL=base_url,
+            SELFCHECK_API_KEY=KEY,
+            # No cap at all is spelled as a rate far above what loopback can reach.
+            SELFCHECK_RATE_PER_SECOND=str(rate or 1_000_000),
+            SELFCHECK_MAX_IN_FLIGHT=str(in_flight),
+        )
+        asyncio.run(_warm_prefect())
+        started = time.perf_counter()
+        summary = asyncio.run(selfcheck_sync(records=records, batch_size=batch_size))
+        wall = time.perf_counter() - started
+        correct = _pushed_matches_sandbox(url, sandbox.items, records)
+    requests = summary.requests
+    # The least time the limits allow: requests ÷ rate, or latency rounds of `in_flight`.
+    floor = requests / rate if rate else math.ceil(requests / in_flight) * latency
+    return BenchResult(
+        scenario=name,
+        records=records,
+        requests=requests,
+        wall_s=wall,
+        floor_s=floor,
+        http_429=sum(1 for entry in sandbox.log if entry.status == 429),
+        correct=correct,
+        details={
+            "batch_size": batch_size,
+            "rate_per_second": rate,
+            "max_in_flight": in_flight,
+            "latency_ms": latency * 1000,
+            "created": summary.counts.created,
+            "failed": summary.counts.failed,
+            "tasks": math.ceil(records / batch_size),
+        },
+    )
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario(
+            "selfcheck-rate",
+            "600 records at a 100 req/s cap, 5 ms latency: is the cap used in full?",
+            lambda: selfcheck(
+                "selfcheck-rate",
+                records=600,
+                batch_size=20,
+                rate=100.0,
+                in_flight=8,
+                latency=0.005,
+                jitter=0.002,
+            ),
+        ),
+        Scenario(
+            "selfcheck-fanout",
+            "400 records, no rate cap, 8 in flight, 50 ms latency: task fan-out overhead",
+            lambda: selfcheck(
+                "selfcheck-fanout",
+                records=400,
+                batch_size=10,
+                rate=None,
+                in_flight=8,
+                latency=0.05,
+                jitter=0.0,
+            ),
+        ),
+    )
+}

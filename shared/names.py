@@ -1,0 +1,20 @@
+"""Names derived from a provider account: Prefect limit names and artifact keys."""
+
+from __future__ import annotations
+
+import re
+
+
+def slug(text: str) -> str:
+    """Lowercase letters, digits and dashes only (what Prefect artifact keys accept)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def global_limit_name(provider: str, account: str) -> str:
+    """The Prefect global concurrency limit that carries one provider account's cap."""
+    return f"syncflows-{slug(f'{provider}-{account}')}"
+
+
+def artifact_key(provider: str, account: str, what: str) -> str:
+    """A stable artifact key, so the UI keeps one history per provider account."""
+    return slug(f"{provider}-{account}-{what}")

@@ -1,0 +1,168 @@
+"""`syncflows status`: what each provider account last did, where it stands, what is failing.
+
+Reads the `sync_run_latest` and `sync_run_stats` views, `sync_cursor` and `sync_failure`; when a
+Prefect API is configured, adds each deployment's schedule and next scheduled run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
+
+from shared.db import ensure_schema, get_engine
+from shared.models import SyncCursor, SyncFailure, UTCDateTime
+
+_LATEST = sa.text("SELECT * FROM sync_run_latest").columns(
+    started_at=UTCDateTime(), finished_at=UTCDateTime()
+)
+_STATS = sa.text("SELECT * FROM sync_run_stats")
+
+
+@dataclass
+class AccountStatus:
+    """Everything `syncflows status` says about one provider account."""
+
+    provider: str
+    account: str
+    latest: dict[str, Any] | None = None
+    stats: dict[str, Any] | None = None
+    cursors: dict[str, str] = field(default_factory=dict)
+    open_failures: int = 0
+    permanent_failures: int = 0
+    schedules: list[str] = field(default_factory=list)
+    next_run: datetime | None = None
+
+
+def collect_status(url: str, provider: str | None = None) -> list[AccountStatus]:
+    """Status per provider account from the state store (migrating an empty database first)."""
+    ensure_schema(url)
+    found: dict[tuple[str, str], AccountStatus] = {}
+
+    def entry(p: str, a: str) -> AccountStatus:
+        return found.setdefault((p, a), AccountStatus(p, a))
+
+    with Session(get_engine(url)) as session:
+        for row in session.execute(_LATEST).mappings():
+            entry(row["provider"], row["account"]).latest = dict(row)
+        for row in session.execute(_STATS).mappings():
+            entry(row["provider"], row["account"]).stats = dict(row)
+        for cursor in session.exec(select(SyncCursor)):
+            entry(cursor.provider, cursor.account).cursors[cursor.stream] = cursor.value
+        failures = session.exec(
+            select(SyncFailure.provider, SyncFailure.account, SyncFailure.permanent, func.count())
+            .where(col(SyncFailure.resolved_at).is_(None))
+            .group_by(
+                col(SyncFailure.provider), col(SyncFailure.account), col(SyncFailure.permanent)
+            )
+        )
+        for p, a, permanent, count in failures:
+            status = entry(p, a)
+            if permanent:
+                status.permanent_failures = count
+            else:
+                status.open_failures = count
+    statuses = sorted(found.values(), key=lambda s: (s.provider, s.account))
+    return [s for s in statuses if provider in (None, s.provider)]
+
+
+async def add_schedules(statuses: list[AccountStatus], provider: str | None = None) -> None:
+    """Attach each `<provider>-sync` deployment's schedules and next scheduled run."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    by_provider = {s.provider: s for s in statuses}
+    async with get_client() as client:
+        for deployment in await client.read_deployments():
+            flow = await client.read_flow(deployment.flow_id)
+            name = flow.name.removesuffix("-sync")
+            if provider not in (None, name):
+                continue
+            status = by_provider.get(name)
+            if status is None:
+                status = by_provider[name] = AccountStatus(name, "default")
+                statuses.append(status)
+            for schedule in deployment.schedules:
+                cron = getattr(schedule.schedule, "cron", None) or str(schedule.schedule)
+                tz = getattr(schedule.schedule, "timezone", None) or "UTC"
+                paused = "" if schedule.active else " (paused)"
+                status.schedules.append(f"{deployment.name}: {cron} {tz}{paused}")
+            upcoming = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
+                    )
+                ),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=1,
+            )
+            if upcoming and upcoming[0].expected_start_time:
+                start = upcoming[0].expected_start_time
+                if status.next_run is None or start < status.next_run:
+                    status.next_run = start
+    statuses.sort(key=lambda s: (s.provider, s.account))
+
+
+def format_status(statuses: list[AccountStatus], database: str) -> str:
+    """A person-readable report, one block per provider account."""
+    if not statuses:
+        return (
+            f"No sync runs recorded yet in {database}.\n"
+            "Run `make demo`, or start a deployment: "
+            "prefect deployment run '<provider>-sync/<deployment>'."
+        )
+    blocks = []
+    for s in statuses:
+        lines = [f"{s.provider} / {s.account}"]
+        if s.latest:
+            r = s.latest
+            took = (
+                f"{r['duration_seconds']:.1f} s" if r["duration_seconds"] is not None else "running"
+            )
+            lines.append(
+                f"  last run   {r['state']} at {_when(r['started_at'])} ({r['mode']}, {took}): "
+                f"read {r['records_read']}, created {r['created']}, updated {r['updated']}, "
+                f"unchanged {r['unchanged']}, skipped {r['skipped']}, failed {r['failed']}, "
+                f"requests {r['requests']}"
+            )
+            if r["error"]:
+                lines.append(f"  error      {r['error'][:200]}")
+        else:
+            lines.append("  last run   never")
+        if s.stats:
+            rate = s.stats["success_rate"]
+            avg = s.stats["avg_duration_seconds"]
+            lines.append(
+                f"  runs       {s.stats['runs']} ("
+                + (f"{rate:.0%} succeeded" if rate is not None else "none finished")
+                + (f", {avg:.1f} s on average" if avg is not None else "")
+                + ")"
+            )
+        cursors = ", ".join(f"{k}={v}" for k, v in sorted(s.cursors.items())) or "none"
+        lines.append(f"  cursor     {cursors}")
+        lines.append(
+            f"  failures   {s.open_failures} open (retried next run), "
+            f"{s.permanent_failures} permanent"
+        )
+        for schedule in s.schedules:
+            lines.append(f"  schedule   {schedule}")
+        if s.schedules or s.next_run:
+            lines.append(f"  next run   {_when(s.next_run) if s.next_run else 'none scheduled'}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"

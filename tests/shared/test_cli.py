@@ -1,0 +1,91 @@
+"""The `syncflows` commands as a person runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _syncflows(*args: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _row(table: str, flow: str) -> dict[str, str]:
+    lines = [line for line in table.splitlines() if line.strip()]
+    header = next(line for line in lines if line.startswith("flow"))
+    row = next(line for line in lines if line.startswith(flow))
+    return dict(zip(header.split(), row.split(), strict=True))
+
+
+@pytest.mark.e2e
+def test_demo_twice_shows_the_incremental_run(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/demo.db",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    first = _row(_syncflows("demo", env=env), "selfcheck")
+    second = _row(_syncflows("demo", env=env), "selfcheck")
+    assert (first["records_read"], first["created"], first["failed"], first["requests"]) == (
+        "40",
+        "39",
+        "1",
+        "40",
+    )
+    assert (second["unchanged"], second["created"], second["failed"], second["requests"]) == (
+        "39",
+        "0",
+        "1",
+        "1",
+    )
+    status = _syncflows("status", env=env)
+    assert "selfcheck / default" in status
+    assert "runs       2 (100% succeeded" in status
+
+
+def test_sandbox_command_serves_a_provider_on_loopback() -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "sandbox",
+            "selfcheck",
+            "--port",
+            "0",
+            "--latency",
+            "0.01",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = re.search(r"listening on (http://\S+)", process.stdout.readline()).group(1)  # type: ignore[union-attr]
+        response = httpx.get(f"{url}/echo", headers={"X-Api-Key": "selfcheck-sandbox-key"})
+        denied = httpx.get(f"{url}/echo", headers={"X-Api-Key": "wrong"})
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert (response.status_code, response.json()) == (200, {"ok": True})
+    assert (denied.status_code, denied.json()) == (401, {"message": "Unauthenticated."})
