@@ -99,6 +99,35 @@ def selfcheck(
     )
 
 
+def task_overhead() -> BenchResult:
+    """The marginal cost of one more task: the same records as 10 tasks, then as 400."""
+    few = selfcheck(
+        "task-overhead",
+        records=400,
+        batch_size=40,
+        rate=None,
+        in_flight=8,
+        latency=0.005,
+        jitter=0.0,
+    )
+    many = selfcheck(
+        "task-overhead",
+        records=400,
+        batch_size=1,
+        rate=None,
+        in_flight=8,
+        latency=0.005,
+        jitter=0.0,
+    )
+    extra_tasks = many.details["tasks"] - few.details["tasks"]
+    many.details.update(
+        wall_s_with_10_tasks=round(few.wall_s, 3),
+        ms_per_extra_task=round(1000 * (many.wall_s - few.wall_s) / extra_tasks, 2),
+    )
+    many.correct = many.correct and few.correct
+    return many
+
+
 SCENARIOS = {
     s.name: s
     for s in (
@@ -127,6 +156,11 @@ SCENARIOS = {
                 latency=0.05,
                 jitter=0.0,
             ),
+        ),
+        Scenario(
+            "task-overhead",
+            "400 records as 10 tasks, then as 400: milliseconds per extra Prefect task",
+            task_overhead,
         ),
     )
 }

@@ -118,6 +118,11 @@ def ensure_schema(url: str) -> None:
             _migrated.add(url)
 
 
+def insert_for(session: Session) -> Any:
+    """The dialect's `insert` (PostgreSQL or SQLite), the one that has `on_conflict_do_*`."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
 def upsert(
     session: Session,
     model: type[SQLModel],
@@ -134,9 +139,7 @@ def upsert(
     if not rows:
         return
     table: sa.Table = model.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(list(rows))
+    statement = insert_for(session)(table).values(list(rows))
     columns = [c for c in rows[0] if c not in keys] if update is None else list(update)
     if columns:
         statement = statement.on_conflict_do_update(

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from uuid import UUID
 
+import sqlalchemy as sa
 from prefect.artifacts import (
     acreate_progress_artifact,
     acreate_table_artifact,
@@ -25,7 +26,7 @@ from prefect.artifacts import (
 )
 from sqlmodel import Session, col, select
 
-from shared.db import ensure_schema, session_scope, upsert
+from shared.db import ensure_schema, insert_for, session_scope, upsert
 from shared.models import PushState, SyncCursor, SyncFailure, SyncRun, utcnow
 from shared.names import artifact_key
 from shared.redact import redact, redact_data
@@ -120,42 +121,48 @@ def record_failure(
     run_id: int | None = None,
     permanent: bool = False,
     max_attempts: int = DEFAULT_MAX_FAILURE_ATTEMPTS,
-) -> SyncFailure:
-    """Open or bump the failure row of one record; it turns permanent after `max_attempts`."""
+) -> None:
+    """Open or bump the failure row of one record; it turns permanent after `max_attempts`.
+
+    One `INSERT … ON CONFLICT` statement, so two runs failing on the same record at once both
+    count their attempt instead of one of them hitting the unique constraint.
+    """
     now = utcnow()
-    failure = session.exec(
-        select(SyncFailure).where(
-            SyncFailure.provider == provider,
-            SyncFailure.account == account,
-            SyncFailure.record_key == record_key,
-            SyncFailure.operation == operation,
-        )
-    ).first()
-    if failure is None:
-        failure = SyncFailure(
-            provider=provider,
-            account=account,
-            record_key=record_key,
-            operation=operation,
-            message="",
-            first_seen_at=now,
-            last_seen_at=now,
-            attempts=0,
-        )
-    failure.attempts += 1
-    failure.message = redact(message)[:4000]
-    failure.status_code = status_code
-    failure.detail = (
-        redact_data(detail)
-        if isinstance(detail, dict)
-        else ({"body": redact_data(detail)} if detail is not None else None)
+    if detail is not None and not isinstance(detail, dict):
+        detail = {"body": detail}
+    table = SyncFailure.__table__  # type: ignore[attr-defined]
+    statement = insert_for(session)(table).values(
+        provider=provider,
+        account=account,
+        record_key=record_key,
+        operation=operation,
+        message=redact(message)[:4000],
+        status_code=status_code,
+        detail=redact_data(detail),
+        attempts=1,
+        permanent=permanent or max_attempts <= 1,
+        run_id=run_id,
+        first_seen_at=now,
+        last_seen_at=now,
+        resolved_at=None,
     )
-    failure.last_seen_at = now
-    failure.resolved_at = None
-    failure.run_id = run_id
-    failure.permanent = permanent or failure.attempts >= max_attempts
-    session.add(failure)
-    return failure
+    attempts = table.c.attempts + 1
+    new = statement.excluded
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["provider", "account", "record_key", "operation"],
+            set_={
+                "attempts": attempts,
+                "message": new.message,
+                "status_code": new.status_code,
+                "detail": new.detail,
+                "run_id": new.run_id,
+                "last_seen_at": new.last_seen_at,
+                "resolved_at": None,
+                "permanent": sa.or_(new.permanent, attempts >= max_attempts),
+            },
+        )
+    )
 
 
 def resolve_failures(

@@ -104,3 +104,23 @@ def test_push_hashes_reflect_the_last_saved_payload(migrated_url: str) -> None:
     with session_scope(migrated_url) as session:
         assert push_hashes(session, "p", "a") == {"k1": first, "k2": "y"}
         assert push_hashes(session, "p", "a", ["k2"]) == {"k2": "y"}
+
+
+def test_two_runs_failing_on_one_record_at_once_both_count(migrated_url: str) -> None:
+    import threading
+
+    both_inside = threading.Barrier(2)
+
+    def fail_once() -> None:
+        with session_scope(migrated_url) as session:
+            both_inside.wait(timeout=10)  # two open transactions before either writes
+            record_failure(session, **KEY, record_key="r9", message="Service said no")
+
+    threads = [threading.Thread(target=fail_once) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    with session_scope(migrated_url) as session:
+        failure = session.exec(select(SyncFailure)).one()
+    assert failure.attempts == 2
