@@ -101,24 +101,9 @@ def selfcheck(
 
 def task_overhead() -> BenchResult:
     """The marginal cost of one more task: the same records as 10 tasks, then as 400."""
-    few = selfcheck(
-        "task-overhead",
-        records=400,
-        batch_size=40,
-        rate=None,
-        in_flight=8,
-        latency=0.005,
-        jitter=0.0,
-    )
-    many = selfcheck(
-        "task-overhead",
-        records=400,
-        batch_size=1,
-        rate=None,
-        in_flight=8,
-        latency=0.005,
-        jitter=0.0,
-    )
+    same = {"records": 400, "rate": None, "in_flight": 8, "latency": 0.005, "jitter": 0.0}
+    few = selfcheck("task-overhead", batch_size=40, **same)  # type: ignore[arg-type]
+    many = selfcheck("task-overhead", batch_size=1, **same)  # type: ignore[arg-type]
     extra_tasks = many.details["tasks"] - few.details["tasks"]
     many.details.update(
         wall_s_with_10_tasks=round(few.wall_s, 3),
