@@ -20,7 +20,8 @@ from flows.selfcheck import BAD_RECORD, demo_records, payload, selfcheck_sync
 from sandbox.selfcheck import create_app
 from sandbox.server import serve
 from shared.db import session_scope
-from shared.models import PushState, SyncFailure
+from shared.models import PushState, SyncFailure, SyncRun
+from shared.runs import payload_hash
 
 KEY = "bench-selfcheck-key-5e2a"
 
@@ -33,19 +34,31 @@ async def _warm_prefect() -> None:
         await client.api_healthcheck()
 
 
-def _pushed_matches_sandbox(url: str, items: dict[str, dict[str, Any]], records: int) -> bool:
-    """The database and the sandbox agree on every record, and the bad one is a failure row."""
-    expected = {r["key"]: payload(r) for r in demo_records(records)}
+def _database_matches_sandbox(url: str, items: dict[str, dict[str, Any]], records: int) -> bool:
+    """Database, sandbox and the demo data agree record by record; the ledger tells the same.
+
+    Each record is compared as (remote id, payload hash); the bad record must be an open
+    failure and nothing else; the run's ledger row must be complete with matching counts.
+    """
     bad = f"demo-{BAD_RECORD:03d}"
-    expected.pop(bad, None)
+    expected = {r["key"]: payload(r) for r in demo_records(records) if r["key"] != bad}
     with session_scope(url) as session:
-        pushed = {p.record_key: p.remote_id for p in session.exec(select(PushState))}
-        failures = [f.record_key for f in session.exec(select(SyncFailure))]
-    same_items = set(items) == set(expected) and all(
-        {k: v for k, v in items[key].items() if k != "id"} == expected[key] for key in expected
+        pushed = {
+            p.record_key: (p.remote_id, p.payload_hash) for p in session.exec(select(PushState))
+        }
+        failures = {f.record_key: f.resolved_at for f in session.exec(select(SyncFailure))}
+        runs = [(r.state, r.created, r.failed) for r in session.exec(select(SyncRun))]
+    in_sandbox = {
+        key: (item.get("id"), payload_hash({k: v for k, v in item.items() if k != "id"}))
+        for key, item in items.items()
+    }
+    wanted = {key: (f"sc-{key}", payload_hash(body)) for key, body in expected.items()}
+    bad_failures = {bad: None} if records >= BAD_RECORD else {}
+    return (
+        pushed == in_sandbox == wanted
+        and failures == bad_failures
+        and runs == [("completed", len(expected), len(bad_failures))]
     )
-    same_ids = pushed == {key: items[key]["id"] for key in expected}
-    return same_items and same_ids and failures == ([bad] if records >= BAD_RECORD else [])
 
 
 def selfcheck(
@@ -59,7 +72,8 @@ def selfcheck(
     jitter: float,
 ) -> BenchResult:
     """Push `records` demo records through the self-check flow and time it."""
-    app = create_app(KEY, latency=latency, jitter=jitter)
+    # The sandbox enforces the documented cap itself, so an over-eager client shows as 429s.
+    app = create_app(KEY, per_second=int(rate) if rate else None, latency=latency, jitter=jitter)
     sandbox = app.state.sandbox
     with tempfile.TemporaryDirectory() as tmp, serve(app) as base_url:
         url = f"sqlite:///{tmp}/bench.db"
@@ -75,7 +89,7 @@ def selfcheck(
         started = time.perf_counter()
         summary = asyncio.run(selfcheck_sync(records=records, batch_size=batch_size))
         wall = time.perf_counter() - started
-        correct = _pushed_matches_sandbox(url, sandbox.items, records)
+        correct = _database_matches_sandbox(url, sandbox.items, records)
     requests = summary.requests
     # The least time the limits allow: requests ÷ rate, or latency rounds of `in_flight`.
     floor = requests / rate if rate else math.ceil(requests / in_flight) * latency
@@ -110,6 +124,7 @@ def task_overhead() -> BenchResult:
         ms_per_extra_task=round(1000 * (many.wall_s - few.wall_s) / extra_tasks, 2),
     )
     many.correct = many.correct and few.correct
+    many.http_429 += few.http_429
     return many
 
 

@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from shared.db import session_scope
-from shared.flowkit import io_task, sync_flow
+from shared.flowkit import fan_out, io_task, sync_flow
 from shared.http import HttpClient, ProviderError, provider_client
 from shared.observability import get_logger
 from shared.runs import (
@@ -92,7 +92,9 @@ async def push_batch(
     for record in records:
         body = payload(record)
         try:
-            response = await client.request("PUT", f"/items/{record['key']}", json_body=body)
+            response = await client.request(
+                "PUT", f"/items/{record['key']}", json_body=body, parse_json=True
+            )
         except ProviderError as error:
             failed.append((record["key"], error))
             continue
@@ -157,23 +159,20 @@ async def selfcheck_sync(records: int = 40, batch_size: int = 10) -> RunSummary:
         )
         done = 0
 
-        async def push_and_report(batch: list[dict[str, Any]]) -> Counts:
+        async def push_and_report(batch: list[dict[str, Any]]) -> None:
             nonlocal done
             counts: Counts = await push_batch(client, url, account, run.run_id, batch)
+            # Counted as each batch lands, so a run that fails later still records these.
+            run.counts = run.counts + counts
             done += len(batch)
             await run.progress(done, len(changed))
-            return counts
 
+        batches = [changed[i : i + batch_size] for i in range(0, len(changed), batch_size)]
         try:
-            async with client, asyncio.TaskGroup() as group:
-                pushes = [
-                    group.create_task(push_and_report(changed[i : i + batch_size]))
-                    for i in range(0, len(changed), batch_size)
-                ]
+            async with client:
+                await fan_out(batches, push_and_report)
         finally:
             run.requests = client.requests
-        for push in pushes:
-            run.counts = run.counts + push.result()
     assert run.summary is not None
     return run.summary
 

@@ -16,6 +16,7 @@ import uvicorn
 from sandbox.server import listening_socket
 
 SANDBOXES: dict[str, str] = {
+    "activecampaign": "sandbox.activecampaign:create_app",
     "selfcheck": "sandbox.selfcheck:create_app",
 }
 

@@ -120,9 +120,13 @@ def show_status(provider: str | None) -> str:
 
     settings = load_settings()
     statuses = collect_status(settings.database_url, provider)
+    report = ""
     if settings.prefect_api_configured:
-        asyncio.run(add_schedules(statuses, provider))
-    return format_status(statuses, _safe_url(settings.database_url))
+        try:
+            asyncio.run(add_schedules(statuses, provider))
+        except Exception as error:  # the database part is still worth printing
+            report = f"\n\n(schedules unavailable: Prefect API unreachable: {type(error).__name__})"
+    return format_status(statuses, _safe_url(settings.database_url)) + report
 
 
 def _safe_url(url: str) -> str:

@@ -58,10 +58,13 @@ def _create_engine(url: str) -> sa.Engine:
     parsed = sa.make_url(url)
     _prepare_sqlite_path(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+        )
         sa.event.listen(engine, "connect", sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    # hide_parameters: SQL errors must not carry row values (tokens, personal data) into logs.
+    return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -301,6 +301,8 @@ class HttpClient:
                     f"malformed JSON in {status} response",
                     status=status,
                 )
+                if not safe:  # it was applied; only the answer was garbled
+                    raise error from None
                 raise _Retryable(error) from None
         return response
 

@@ -26,6 +26,7 @@ holds across processes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -184,6 +185,7 @@ class WindowCoordinator:
         self.windows = 0
         self._clock = clock
         self._window_end: float | None = None
+        self._granted = 0.0
         self._opened = asyncio.Event()
         self._closing = asyncio.Event()
         self._holder: asyncio.Task[None] | None = None
@@ -225,12 +227,17 @@ class WindowCoordinator:
                 self._ensured = True
             async with get_client() as client:
                 lease_id = await self._acquire(client)
-                self._acquiring = False
+                self._acquired()
                 try:
                     await self._use_window(limiter)
                 finally:
                     await client.release_concurrency_slots_with_lease(lease_id)
         finally:
+            self._acquired()
+
+    def _acquired(self) -> None:
+        # Only this holder's own flag: after an aclose, a newer holder may be acquiring.
+        if self._holder is None or self._holder is asyncio.current_task():
             self._acquiring = False
 
     async def _acquire(self, client: Any) -> UUID:
@@ -263,7 +270,8 @@ class WindowCoordinator:
 
     async def _use_window(self, limiter: Limiter) -> None:
         self.windows += 1
-        self._window_end = self._clock() + self.lease_seconds
+        self._granted = self._clock()
+        self._window_end = self._granted + self.lease_seconds
         self._opened.set()
         try:
             await self._hold_until_done(limiter)
@@ -273,8 +281,10 @@ class WindowCoordinator:
             # Release no earlier than one interval after our last start, so the next holder's
             # first start keeps the spacing.
             await asyncio.sleep(max(0.0, limiter.next_start - self._clock()))
-            # A 10 ms poll is simpler than an Event here, and runs once per window.
-            while self.drain_before_release and limiter.sending:  # noqa: ASYNC110
+            # A 10 ms poll is simpler than an Event here, and runs once per window. It stops in
+            # time for the release to land inside the lease TTL whatever the requests do.
+            deadline = self._granted + LEASE_TTL_SECONDS - 5
+            while self.drain_before_release and limiter.sending and self._clock() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
 
     async def _hold_until_done(self, limiter: Limiter) -> None:
@@ -306,11 +316,19 @@ class WindowCoordinator:
             return
         if self._acquiring:
             holder.cancel()
-            with suppress(asyncio.CancelledError):
-                await holder
         else:
             self._closing.set()
+        try:
             await holder
+        except asyncio.CancelledError:
+            pass
+        except Exception as error:  # the sync is done; an unreleased lease expires on its own
+            logging.getLogger("syncflows.limits").warning(
+                "could not release %s cleanly (it expires after %d s): %s",
+                self.limit_name,
+                LEASE_TTL_SECONDS,
+                error,
+            )
 
 
 async def ensure_global_limit(name: str) -> None:

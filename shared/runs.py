@@ -329,7 +329,7 @@ async def tracked_run(
     try:
         yield tracker
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = describe_error(exc)
         await asyncio.to_thread(
             finish_run,
             url,
@@ -358,6 +358,15 @@ async def tracked_run(
 
 
 SUMMARY_FAILURES = 10
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: message`, looking inside exception groups (a TaskGroup's error says nothing)."""
+    if isinstance(error, BaseExceptionGroup):
+        leaves = [describe_error(e) for e in error.exceptions[:3]]
+        more = len(error.exceptions) - len(leaves)
+        return "; ".join(leaves) + (f"; and {more} more" if more > 0 else "")
+    return f"{type(error).__name__}: {error}"
 
 
 async def _publish_summary(tracker: RunTracker, state: str, error: str | None) -> None:

@@ -82,22 +82,22 @@ async def add_schedules(statuses: list[AccountStatus], provider: str | None = No
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
-    by_provider = {s.provider: s for s in statuses}
     async with get_client() as client:
         for deployment in await client.read_deployments():
             flow = await client.read_flow(deployment.flow_id)
             name = flow.name.removesuffix("-sync")
             if provider not in (None, name):
                 continue
-            status = by_provider.get(name)
-            if status is None:
-                status = by_provider[name] = AccountStatus(name, "default")
-                statuses.append(status)
-            for schedule in deployment.schedules:
-                cron = getattr(schedule.schedule, "cron", None) or str(schedule.schedule)
-                tz = getattr(schedule.schedule, "timezone", None) or "UTC"
-                paused = "" if schedule.active else " (paused)"
-                status.schedules.append(f"{deployment.name}: {cron} {tz}{paused}")
+            accounts = [s for s in statuses if s.provider == name]
+            if not accounts:  # deployed, never run
+                accounts = [AccountStatus(name, "default")]
+                statuses.extend(accounts)
+            schedules = [
+                f"{deployment.name}: {getattr(s.schedule, 'cron', None) or s.schedule} "
+                f"{getattr(s.schedule, 'timezone', None) or 'UTC'}"
+                + ("" if s.active else " (paused)")
+                for s in deployment.schedules
+            ]
             upcoming = await client.read_flow_runs(
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
                 flow_run_filter=FlowRunFilter(
@@ -108,9 +108,10 @@ async def add_schedules(statuses: list[AccountStatus], provider: str | None = No
                 sort=FlowRunSort.EXPECTED_START_TIME_ASC,
                 limit=1,
             )
-            if upcoming and upcoming[0].expected_start_time:
-                start = upcoming[0].expected_start_time
-                if status.next_run is None or start < status.next_run:
+            start = upcoming[0].expected_start_time if upcoming else None
+            for status in accounts:
+                status.schedules.extend(schedules)
+                if start and (status.next_run is None or start < status.next_run):
                     status.next_run = start
     statuses.sort(key=lambda s: (s.provider, s.account))
 

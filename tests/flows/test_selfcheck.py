@@ -85,22 +85,30 @@ async def test_missing_configuration_fails_before_any_request_or_write(
 
 async def test_run_publishes_a_summary_artifact_with_the_failure(sandbox) -> None:
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
 
-    await selfcheck_sync(records=20, batch_size=5)
+    state = await selfcheck_sync(records=20, batch_size=5, return_state=True)
+    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
     async with get_client() as client:
         summaries = await client.read_artifacts(
             artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=["selfcheck-default-sync-summary"])
             ),
-            limit=1,
+            flow_run_filter=this_run,
         )
         progress = await client.read_artifacts(
             artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=["selfcheck-default-progress"])
             ),
-            limit=1,
+            flow_run_filter=this_run,
         )
+    assert len(summaries) == 1
+    assert len(progress) == 1
     table = summaries[0].data
     assert '"failed upsert demo-013"' in table
     assert "The email must be a valid email address." in table

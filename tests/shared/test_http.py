@@ -227,6 +227,7 @@ async def test_a_key_cut_by_truncation_is_still_masked(make_client) -> None:
         ("POST", httpx.ConnectError("refused"), 3, "RetriesExhausted"),  # never sent: retry
         ("POST", httpx.Response(429), 3, "RetriesExhausted"),  # refused, not applied: retry
         ("PUT", httpx.Response(503), 3, "RetriesExhausted"),  # idempotent: retry
+        ("POST", httpx.Response(200, text="{cut"), 1, "ProviderError"),  # applied, answer garbled
     ],
 )
 async def test_requests_are_retried_only_when_repeating_them_is_safe(
@@ -234,7 +235,7 @@ async def test_requests_are_retried_only_when_repeating_them_is_safe(
 ) -> None:
     client, _, seen = make_client([failure] * 3, max_attempts=3)
     with pytest.raises(ProviderError) as caught:
-        await client.request(method, "/subscribers", json_body={"email": "a@b.c"})
+        await client.request(method, "/subscribers", json_body={"email": "a@b.c"}, parse_json=True)
     assert type(caught.value).__name__ == error
     assert len(seen) == attempts
 

@@ -178,6 +178,11 @@ async def test_closing_a_limiter_hands_the_cap_on_at_once() -> None:
     async with first.slot():
         pass
     await first.detach()  # the last user leaves mid-window: the cap must be released now
+    from prefect import get_client
+
+    async with get_client() as client:
+        limit = await client.read_global_concurrency_limit_by_name(name)
+    assert limit.active_slots == 0  # released at once, not after the 0.2 s idle timeout
 
     second = Limiter(
         LimitSpec(name, rate_per_second=50), coordinator=WindowCoordinator(name, lease_seconds=30)
