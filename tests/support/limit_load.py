@@ -28,8 +28,7 @@ async def run_load(
 
     async with client:
         await asyncio.gather(*(worker() for _ in range(tasks)))
-        coordinator = client.limiter._coordinator
-        return {"requests": client.requests, "windows": coordinator.windows if coordinator else 0}
+        return {"requests": client.requests, "windows": client.limiter.windows}
 
 
 def main() -> None:
