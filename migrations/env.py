@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
+import flows.activecampaign_tables  # noqa: F401  (each provider's tables, likewise)
 import shared.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from shared.db import sqlite_pragmas
 from shared.models import UTCDateTime
@@ -31,6 +32,16 @@ def render_item(type_: str, obj: Any, _autogen_context: Any) -> str | bool:
     return False
 
 
+def include_object(
+    obj: Any, _name: str | None, type_: str, _reflected: bool, _compare_to: Any
+) -> bool:
+    """Leave out of comparisons what exists only on another dialect (GIN indexes on PostgreSQL)."""
+    ddl_if = getattr(obj, "_ddl_if", None)
+    if type_ == "index" and ddl_if is not None and ddl_if.dialect is not None:
+        return bool(ddl_if.dialect == context.get_context().dialect.name)
+    return True
+
+
 def run_migrations_offline() -> None:
     context.configure(
         url=url,
@@ -52,6 +63,7 @@ def run_migrations_online() -> None:
             target_metadata=SQLModel.metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             render_item=render_item,
+            include_object=include_object,
             compare_type=True,
         )
         with context.begin_transaction():

@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from functools import cached_property
 from typing import Any, TypedDict, Unpack
 
@@ -211,7 +212,7 @@ class Sandbox(abc.ABC):
         send: Send,
         app: ASGIApp,
     ) -> None:
-        send = _recording(entry, send, admission.headers)
+        send = _recording(entry, send, admission.headers, self.clock)
         fault = admission.fault
         kind = fault.kind if fault else None
         if fault is not None and fault.kind == "timeout":
@@ -282,14 +283,20 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _recording(entry: LogEntry, send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
-    """`send` that notes the status in the log and adds the limit headers."""
+def _recording(
+    entry: LogEntry, send: Send, headers: list[tuple[bytes, bytes]], clock: SandboxClock
+) -> Send:
+    """`send` that notes the status in the log and adds the limit headers and `Date`.
+
+    `Date` (RFC 9110 §6.6.1; real providers send it) tells the sandbox clock's time, which is
+    what clients must use to reason about the provider's timestamps.
+    """
 
     async def record(message: Message) -> None:
         if message["type"] == "http.response.start":
             entry.status = message["status"]
-            if headers:
-                message = {**message, "headers": [*message.get("headers", ()), *headers]}
+            date = (b"date", formatdate(clock.now(), usegmt=True).encode("latin-1"))
+            message = {**message, "headers": [*message.get("headers", ()), *headers, date]}
         await send(message)
 
     return record

@@ -50,7 +50,9 @@ def main_sandbox(provider: str, port: int, host: str = "127.0.0.1", **options: A
     sock = listening_socket(host, port)
     url = f"http://{host}:{sock.getsockname()[1]}"
     print(f"{provider} sandbox listening on {url}", flush=True)  # noqa: T201 - the CLI's output
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="info", lifespan="off", date_header=False)
+    )
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after shutting down cleanly

@@ -33,7 +33,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def serve(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Run `app` under uvicorn until the block exits; yields its base URL (a free port if 0)."""
     sock = listening_socket(host, port)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # The sandbox sends its own `Date`, from its clock.
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", date_header=False
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()

@@ -134,3 +134,18 @@ class PushState(SQLModel, table=True):
     remote_id: str | None = Field(default=None, max_length=200)
     payload_hash: str = Field(max_length=64)
     pushed_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class SyncCheckpoint(SQLModel, table=True):
+    """Progress inside an unfinished pass over a stream: one row per finished part (a page, a
+    key range), written with that part's rows and deleted when the pass completes, so a run
+    that dies mid-pass resumes without re-reading what it already stored."""
+
+    __tablename__ = "sync_checkpoint"
+
+    provider: str = Field(primary_key=True, max_length=40)
+    account: str = Field(primary_key=True, max_length=200)
+    stream: str = Field(primary_key=True, max_length=100)
+    part: str = Field(primary_key=True, max_length=100)
+    value: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))

@@ -27,7 +27,7 @@ from prefect.artifacts import (
 from sqlmodel import Session, col, select
 
 from shared.db import ensure_schema, insert_for, session_scope, upsert
-from shared.models import PushState, SyncCursor, SyncFailure, SyncRun, utcnow
+from shared.models import PushState, SyncCheckpoint, SyncCursor, SyncFailure, SyncRun, utcnow
 from shared.names import artifact_key
 from shared.redact import redact, redact_data
 
@@ -228,6 +228,61 @@ def set_cursor(session: Session, provider: str, account: str, stream: str, value
             }
         ],
         keys=("provider", "account", "stream"),
+    )
+
+
+def delete_cursor(session: Session, provider: str, account: str, stream: str) -> None:
+    """Forget a stream's cursor inside the caller's transaction."""
+    session.execute(
+        sa.delete(SyncCursor).where(
+            col(SyncCursor.provider) == provider,
+            col(SyncCursor.account) == account,
+            col(SyncCursor.stream) == stream,
+        )
+    )
+
+
+def save_checkpoint(
+    session: Session, provider: str, account: str, stream: str, part: str, value: str
+) -> None:
+    """Record a finished part of a pass, inside the transaction that stored its rows."""
+    upsert(
+        session,
+        SyncCheckpoint,
+        [
+            {
+                "provider": provider,
+                "account": account,
+                "stream": stream,
+                "part": part,
+                "value": value,
+                "updated_at": utcnow(),
+            }
+        ],
+        keys=("provider", "account", "stream", "part"),
+    )
+
+
+def load_checkpoints(session: Session, provider: str, account: str, stream: str) -> dict[str, str]:
+    """The finished parts of a stream's unfinished pass: part → value."""
+    rows = session.exec(
+        select(SyncCheckpoint).where(
+            SyncCheckpoint.provider == provider,
+            SyncCheckpoint.account == account,
+            SyncCheckpoint.stream == stream,
+        )
+    )
+    return {row.part: row.value for row in rows}
+
+
+def clear_checkpoints(session: Session, provider: str, account: str, stream: str) -> None:
+    """Drop a pass's checkpoints (it completed, or was replaced)."""
+    session.execute(
+        sa.delete(SyncCheckpoint).where(
+            col(SyncCheckpoint.provider) == provider,
+            col(SyncCheckpoint.account) == account,
+            col(SyncCheckpoint.stream) == stream,
+        )
     )
 
 

@@ -196,7 +196,14 @@ class ActiveCampaignSettings(ProviderSettings):
     model_config = _base_config("AC_")
     required: ClassVar[tuple[str, ...]] = ("api_key", "base_url")
     base_url: str = Field(default="", validation_alias=AliasChoices("AC_API_URL", "AC_BASE_URL"))
+    # The seed's design card says 10/s; the documented account limit is 5/s, and a 429 halves
+    # the pace (shared.limits), so 10 is safe and fast where the account allows it.
     rate_per_second: float | None = 10.0
+    # Incremental reads start this far before the last run's start (provider clock): covers
+    # same-second updates and records whose `udate` was stamped before they became visible.
+    overlap_seconds: int = Field(default=300, ge=0)
+    # A full sync (which also finds deletions) runs when the last one is older than this.
+    full_sync_hours: float = Field(default=24.0, gt=0)
 
 
 class MagentoSettings(ProviderSettings):
