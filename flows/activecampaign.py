@@ -49,6 +49,7 @@ from flows.activecampaign_store import (
     DEAL,
     Family,
     count_values,
+    failed_records,
     finish_value_scan,
     mark_deleted,
     needing_values,
@@ -155,6 +156,24 @@ class Sync:
                 return work(session)
 
         return asyncio.to_thread(transaction)
+
+    def store(
+        self,
+        session: Session,
+        family: Family,
+        raws: Sequence[dict[str, Any]],
+        seen_pass: int | None = None,
+    ) -> Counts:
+        """Upsert listed records (`store_records`) with this run's ledger details."""
+        return store_records(
+            session,
+            family,
+            self.catalog,
+            raws,
+            seen_pass=seen_pass,
+            account=self.account,
+            run_id=self.run.run_id,
+        )
 
     async def page_done(self, counts: Counts | None = None) -> None:
         if counts is not None:
@@ -325,9 +344,7 @@ async def read_contact_pages(
         mark = "done" if finished else str(last)
 
         def work(session: Session, items: list[dict[str, Any]] = items, mark: str = mark) -> Counts:
-            counts = store_records(
-                session, CONTACT, sync.catalog, items, seen_pass=p.id if p.full else None
-            )
+            counts = sync.store(session, CONTACT, items, p.id if p.full else None)
             save_checkpoint(session, PROVIDER, sync.account, p.stream, f"range:{after}", mark)
             return counts
 
@@ -404,9 +421,7 @@ async def read_offset_pages(sync: Sync, p: Pass, offsets: list[int], window: Win
         ) -> Counts | None:
             counts = None
             if p.stream == "deals":
-                counts = store_records(
-                    session, DEAL, sync.catalog, items, seen_pass=p.id if p.full else None
-                )
+                counts = sync.store(session, DEAL, items, p.id if p.full else None)
             else:
                 read = contact_value if family is CONTACT else deal_value
                 store_values(
@@ -464,9 +479,7 @@ async def _verify_missing_deals(sync: Sync, p: Pass) -> None:
 async def read_deals(sync: Sync, ids: list[int], seen_pass: int | None) -> None:
     """Read deals one by one (`GET /deals/{id}`); a 404 leaves them unseen."""
     found = [page.body["deal"] for i in ids if (page := await sync.ac.find(f"/deals/{i}"))]
-    await sync.write(
-        DEAL, lambda s: store_records(s, DEAL, sync.catalog, found, seen_pass=seen_pass)
-    )
+    await sync.write(DEAL, lambda s: sync.store(s, DEAL, found, seen_pass))
 
 
 # ---- values one by one --------------------------------------------------------------------------
@@ -527,7 +540,9 @@ async def values_to_scan(sync: Sync, stream: str) -> bool:
 
 
 async def sync_passes(sync: Sync, settings: ActiveCampaignSettings, *, full: bool) -> None:
-    """Run the list passes and any value scans, close them, then read stale values."""
+    """Retry earlier runs' unreadable records; run the list passes and any value scans, close
+    them, then read stale values."""
+    await retry_failed(sync)
     lists = await open_passes(sync, settings, full=full, streams=("contacts", "deals"))
     full = full or any(p.full for p in lists)
     scans: list[str] = []
@@ -588,7 +603,7 @@ async def sample(sync: Sync) -> None:
             session: Session, family: Family = family, records: Any = records, values: Any = values
         ) -> Counts:
             store_values(session, family, sync.catalog, list(values), seen_pass=None)
-            return store_records(session, family, sync.catalog, records)
+            return sync.store(session, family, records)
 
         await sync.page_done(await sync.write(family, store))
 
@@ -600,7 +615,7 @@ async def refresh_one(sync: Sync, *, contact_id: int | None, deal_id: int | None
         found = [page.body["contact"]] if page else []
 
         def save_contact(session: Session) -> Counts:
-            counts = store_records(session, CONTACT, sync.catalog, found)
+            counts = sync.store(session, CONTACT, found)
             if page is None:
                 mark_deleted(session, CONTACT, [contact_id], utcnow())
             else:
@@ -612,6 +627,16 @@ async def refresh_one(sync: Sync, *, contact_id: int | None, deal_id: int | None
     if deal_id is not None:
         await read_deals(sync, [deal_id], None)
         await read_values_one_by_one(sync, "deal_values", [deal_id])
+
+
+async def retry_failed(sync: Sync) -> None:
+    """Read again, by id, the records earlier pages could not store (`sync_failure`)."""
+    contacts = await sync.read(partial(failed_records, family=CONTACT, account=sync.account))
+    deals = await sync.read(partial(failed_records, family=DEAL, account=sync.account))
+    for contact_id in contacts:
+        await refresh_one(sync, contact_id=contact_id, deal_id=None)
+    if deals:
+        await read_deals(sync, deals, None)
 
 
 def _full_due(url: str, account: str, hours: float) -> bool:

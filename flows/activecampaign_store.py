@@ -33,11 +33,13 @@ from flows.activecampaign_tables import (
     AcUser,
 )
 from shared.db import upsert
-from shared.runs import Counts
+from shared.runs import Counts, open_failure_keys, record_failure, resolve_failures
 
 CONTACTS = threading.Lock()
 DEALS = threading.Lock()
 CHUNK = 500  # ids per IN (…) list
+PROVIDER = "activecampaign"
+PULL = "pull"  # the operation of a record that failed to store
 
 
 @dataclass(frozen=True)
@@ -184,18 +186,36 @@ def store_records(
     raws: Sequence[Mapping[str, Any]],
     *,
     seen_pass: int | None = None,
+    account: str = "default",
+    run_id: int | None = None,
 ) -> Counts:
     """Upsert listed records, enriched with their stored values; count what changed.
 
     `seen_pass` marks them listed by a full pass. A record that is new gets no
-    `values_as_of`, so its values are read (or come with the values scan).
+    `values_as_of`, so its values are read (or come with the values scan). A record that
+    cannot be read becomes a `sync_failure` row (operation `pull`) and the page goes on; the
+    flow reads it again by id on later runs until it stores.
     """
     counts = Counts(records_read=len(raws))
-    ids = [int(raw["id"]) for raw in raws]
+    ids = [int(raw["id"]) for raw in raws if str(raw.get("id", "")).isdigit()]
     values = _stored_values(session, family, ids)
     rows = {}
     for raw in raws:
-        row = family.row(raw, values.get(int(raw["id"]), {}), catalog)
+        try:
+            row = family.row(raw, values.get(int(raw["id"]), {}), catalog)
+        except (KeyError, TypeError, ValueError) as error:
+            counts.failed += 1
+            record_failure(
+                session,
+                provider=PROVIDER,
+                account=account,
+                record_key=f"{family.name}:{raw.get('id')}",
+                operation=PULL,
+                message=f"unreadable {family.name}: {type(error).__name__}: {error}",
+                detail={"record": dict(raw)},
+                run_id=run_id,
+            )
+            continue
         if seen_pass is not None:
             row["seen_pass"] = seen_pass
         rows[row["id"]] = row
@@ -216,7 +236,23 @@ def store_records(
             counts.updated += 1
     ordered = [rows[i] for i in sorted(rows)]  # one lock order for every writer
     upsert(session, table, ordered, keys=("id",))
+    resolve_failures(
+        session,
+        provider=PROVIDER,
+        account=account,
+        operation=PULL,
+        record_keys=[f"{family.name}:{i}" for i in rows],
+    )
     return counts
+
+
+def failed_records(session: Session, family: Family, account: str) -> list[int]:
+    """Ids of records of `family` that could not be stored; later runs read them again."""
+    keys = open_failure_keys(session, provider=PROVIDER, account=account, operation=PULL)
+    prefix = f"{family.name}:"
+    return sorted(
+        int(k[len(prefix) :]) for k in keys if k.startswith(prefix) and k[len(prefix) :].isdigit()
+    )
 
 
 def store_values(

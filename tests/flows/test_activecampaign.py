@@ -20,7 +20,7 @@ from flows.activecampaign_tables import AcContact, AcDeal
 from sandbox.activecampaign import ActiveCampaignSandbox, create_app
 from sandbox.server import serve
 from shared.db import ROOT, get_engine, session_scope
-from shared.models import SyncCheckpoint, SyncCursor, SyncRun
+from shared.models import SyncCheckpoint, SyncCursor, SyncFailure, SyncRun
 from shared.settings import MissingConfiguration
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -400,3 +400,31 @@ async def test_status_views_answer_the_seeds_sync_status(
     )
     assert (stats["runs"], stats["completed_runs"], stats["success_rate"]) == (2, 2, 1.0)
     assert stats["avg_duration_seconds"] > 0
+
+
+async def test_an_unreadable_record_fails_alone_and_is_stored_once_it_reads(
+    sandbox: ActiveCampaignSandbox, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = sandbox._contact
+    broken = {42}
+
+    def contact(index: int, base: str) -> dict[str, Any]:
+        record = listed(index, base)
+        return {**record, "cdate": "yesterday-ish"} if index + 1 in broken else record
+
+    monkeypatch.setattr(sandbox, "_contact", contact)
+    first = await activecampaign_sync()
+    assert (first.state, first.counts.failed) == ("completed", 1)
+    assert 42 not in _stored(database_url, AcContact)
+    assert len(_stored(database_url, AcContact)) == 299
+    with session_scope(database_url) as session:
+        failure = session.exec(select(SyncFailure)).one()
+    assert (failure.record_key, failure.operation) == ("contact:42", "pull")
+    assert "yesterday-ish" in failure.message
+
+    broken.clear()  # fixed at the source, though its udate did not move
+    second = await activecampaign_sync()
+    assert second.counts.failed == 0
+    with session_scope(database_url) as session:
+        assert session.exec(select(SyncFailure)).one().resolved_at is not None
+    assert_matches(database_url, sandbox)
