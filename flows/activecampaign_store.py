@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
-from flows.activecampaign_api import Catalog, build_catalog, contact_row, deal_row
+from flows.activecampaign_api import Catalog, build_catalog, contact_row, deal_row, named_fields
 from flows.activecampaign_tables import (
     AcContact,
     AcContactValue,
@@ -274,7 +274,7 @@ def store_values(
         for owner, field_id, value in values
     }
     upsert(session, family.values, [rows[k] for k in sorted(rows)], keys=(family.owner, "field_id"))
-    rebuild(session, family, catalog, {owner for owner, _ in rows})
+    refresh_fields(session, family, catalog, {owner for owner, _ in rows})
 
 
 def replace_values(
@@ -296,7 +296,7 @@ def replace_values(
         if o == record_id
     }
     upsert(session, family.values, [rows[k] for k in sorted(rows)], keys=(family.owner, "field_id"))
-    rebuild(session, family, catalog, ids)
+    refresh_fields(session, family, catalog, ids)
     _set_values_as_of(session, family, ids, as_of)
 
 
@@ -308,6 +308,35 @@ def _set_values_as_of(
         session.execute(
             sa.update(table).where(_column(table, "id").in_(chunk)).values(values_as_of=as_of)
         )
+
+
+def refresh_fields(session: Session, family: Family, catalog: Catalog, ids: Iterable[int]) -> None:
+    """Rewrite the `fields` of stored records whose values changed (a value page landed).
+
+    Only the `record` of rows whose fields differ is written: this runs for every value page
+    of a scan, so it must stay cheap (one select of records, one of values, one batch update).
+    """
+    table: sa.Table = family.table.__table__  # type: ignore[union-attr]
+    definitions = catalog.fields if family is CONTACT else catalog.deal_fields
+    statement = (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("record_id"))
+        .values(record=sa.bindparam("new_record"))
+    )
+    for chunk in _chunks(ids):
+        stored = session.execute(
+            sa.select(table.c.id, table.c.record).where(table.c.id.in_(chunk))
+        ).all()
+        if not stored:
+            continue
+        values = _stored_values(session, family, chunk)
+        updates = []
+        for record_id, record in stored:
+            fields = named_fields(values.get(record_id, {}), definitions)
+            if record and record.get("fields") != fields:
+                updates.append({"record_id": record_id, "new_record": {**record, "fields": fields}})
+        if updates:
+            session.execute(statement, sorted(updates, key=lambda u: u["record_id"]))
 
 
 def rebuild(session: Session, family: Family, catalog: Catalog, ids: Iterable[int]) -> None:
