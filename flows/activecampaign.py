@@ -495,6 +495,7 @@ async def read_values_one_by_one(sync: Sync, stream: str, ids: list[int]) -> Non
     """Each record's whole value set; a record AC no longer has (404) is soft-deleted."""
     family, path, key, read = _ONE_BY_ONE[stream]
     values: dict[int, list[tuple[int, int, str | None]]] = {}
+    read_at: dict[int, datetime] = {}
     gone: list[int] = []
     for record_id in ids:
         page = await sync.ac.find(path.format(record_id))
@@ -502,9 +503,10 @@ async def read_values_one_by_one(sync: Sync, stream: str, ids: list[int]) -> Non
             gone.append(record_id)
         else:
             values[record_id] = [read(item) for item in page.items(key)]
+            read_at[record_id] = page.date or sync.started
 
     def work(session: Session) -> None:
-        replace_values(session, family, sync.catalog, values, sync.started)
+        replace_values(session, family, sync.catalog, values, read_at)
         mark_deleted(session, family, gone, utcnow())
 
     await sync.write(family, work)
@@ -620,7 +622,8 @@ async def refresh_one(sync: Sync, *, contact_id: int | None, deal_id: int | None
                 mark_deleted(session, CONTACT, [contact_id], utcnow())
             else:
                 values = [contact_value(i) for i in page.items("fieldValues")]
-                replace_values(session, CONTACT, sync.catalog, {contact_id: values}, sync.started)
+                read_at = {contact_id: page.date or sync.started}
+                replace_values(session, CONTACT, sync.catalog, {contact_id: values}, read_at)
             return counts
 
         await sync.page_done(await sync.write(CONTACT, save_contact))

@@ -282,9 +282,13 @@ def replace_values(
     family: Family,
     catalog: Catalog,
     values: Mapping[int, Sequence[tuple[int, int, str | None]]],
-    as_of: datetime,
+    as_of: Mapping[int, datetime],
 ) -> None:
-    """Replace the whole value set of each record read one by one; they are now as of `as_of`."""
+    """Replace the whole value set of each record read one by one.
+
+    `as_of` is per record the provider's time (`Date`, whole seconds) of the answer that
+    carried its values: a change stamped before that second is in them.
+    """
     owner = _column(family.values, family.owner)
     ids = sorted(values)
     for chunk in _chunks(ids):
@@ -297,7 +301,11 @@ def replace_values(
     }
     upsert(session, family.values, [rows[k] for k in sorted(rows)], keys=(family.owner, "field_id"))
     refresh_fields(session, family, catalog, ids)
-    _set_values_as_of(session, family, ids, as_of)
+    by_time: dict[datetime, list[int]] = defaultdict(list)
+    for record_id in ids:
+        by_time[as_of[record_id]].append(record_id)
+    for when, same in sorted(by_time.items()):
+        _set_values_as_of(session, family, same, when)
 
 
 def _set_values_as_of(
