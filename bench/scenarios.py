@@ -1,7 +1,8 @@
 """Benchmark scenarios: each runs a real flow against a loopback sandbox and checks the result.
 
-Provider issues add their scenarios here. The self-check ones measure the foundation itself:
-pacing at a rate cap, and fan-out overhead when latency, not a rate, is the bound.
+Provider issues add their scenarios here, or in `bench/<provider>.py` registered below. The
+self-check ones measure the foundation itself: pacing at a rate cap, and fan-out overhead when
+latency, not a rate, is the bound.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 from sqlmodel import select
 
-from bench.harness import BenchResult, Scenario
+from bench.activecampaign import SCENARIOS as ACTIVECAMPAIGN
+from bench.harness import BenchResult, Scenario, warm_prefect
 from flows.selfcheck import BAD_RECORD, demo_records, payload, selfcheck_sync
 from sandbox.selfcheck import create_app
 from sandbox.server import serve
@@ -24,14 +26,6 @@ from shared.models import PushState, SyncFailure, SyncRun
 from shared.runs import payload_hash
 
 KEY = "bench-selfcheck-key-5e2a"
-
-
-async def _warm_prefect() -> None:
-    """Start Prefect's ephemeral API before the clock runs (it is not part of a sync)."""
-    from prefect import get_client
-
-    async with get_client() as client:
-        await client.api_healthcheck()
 
 
 def _database_matches_sandbox(url: str, items: dict[str, dict[str, Any]], records: int) -> bool:
@@ -85,7 +79,7 @@ def selfcheck(
             SELFCHECK_RATE_PER_SECOND=str(rate or 1_000_000),
             SELFCHECK_MAX_IN_FLIGHT=str(in_flight),
         )
-        asyncio.run(_warm_prefect())
+        asyncio.run(warm_prefect())
         started = time.perf_counter()
         summary = asyncio.run(selfcheck_sync(records=records, batch_size=batch_size))
         wall = time.perf_counter() - started
@@ -162,5 +156,6 @@ SCENARIOS = {
             "400 records as 10 tasks, then as 400: milliseconds per extra Prefect task",
             task_overhead,
         ),
+        *ACTIVECAMPAIGN,
     )
 }

@@ -3,16 +3,26 @@
 Each entry names a factory as "module:function", imported only when used, so the registry
 never imports every provider. A factory takes keyword options (`sandbox.base.SandboxOptions`
 plus its own) with defaults for everything, credentials included, and returns the ASGI app.
+
+A sandbox served in its own process (benchmarks, so the client's memory is measured alone)
+can leave a summary of its request log in a JSON file when it stops (`request_stats`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import json
+import re
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from sandbox.request_log import LogEntry
 from sandbox.server import listening_socket
 
 SANDBOXES: dict[str, str] = {
@@ -41,10 +51,57 @@ def create_app(name: str, **options: Any) -> Any:
     return factory(name)(**options)
 
 
-def main_sandbox(provider: str, port: int, host: str = "127.0.0.1", **options: Any) -> None:
+# `/api/3/contacts/7` → "contacts": a versioned API prefix is not an endpoint.
+_API_PREFIX = re.compile(r"^/api/[^/]+(?=/|$)")
+
+
+def endpoint(path: str) -> str:
+    """The first path segment after any `/api/<version>` prefix ("" for the root)."""
+    return _API_PREFIX.sub("", path).strip("/").split("/")[0]
+
+
+def route(path: str) -> str:
+    """The path after any `/api/<version>` prefix with numeric ids as `{id}`."""
+    parts = _API_PREFIX.sub("", path).strip("/").split("/")
+    return "/".join("{id}" if part.isdigit() else part for part in parts)
+
+
+def request_stats(log: Iterable[LogEntry]) -> dict[str, Any]:
+    """A request log in numbers: total, by status (`none`: no answer sent), by endpoint
+    (first path segment, see `endpoint`) and by route (`contacts/{id}/fieldValues`)."""
+    statuses: Counter[str] = Counter()
+    endpoints: Counter[str] = Counter()
+    routes: Counter[str] = Counter()
+    for entry in log:
+        statuses[str(entry.status) if entry.status is not None else "none"] += 1
+        endpoints[endpoint(entry.path)] += 1
+        routes[route(entry.path)] += 1
+    return {
+        "requests": sum(statuses.values()),
+        "by_status": dict(sorted(statuses.items())),
+        "by_endpoint": dict(sorted(endpoints.items())),
+        "by_route": dict(sorted(routes.items())),
+    }
+
+
+def _interrupt(*_: object) -> None:
+    """A signal handler that unwinds like Ctrl+C."""
+    raise KeyboardInterrupt
+
+
+def main_sandbox(
+    provider: str,
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    stats_file: str | Path | None = None,
+    **options: Any,
+) -> None:
     """Serve the `provider` sandbox on `host:port` (0: a free port) until interrupted.
 
-    Prints one line with the base URL first, so a script can read where to connect.
+    Prints one line with the base URL first, so a script can read where to connect. With
+    `stats_file`, writes `request_stats` of everything served there on the way out, after
+    SIGINT or SIGTERM alike.
     """
     app = create_app(provider, **options)
     sock = listening_socket(host, port)
@@ -53,9 +110,18 @@ def main_sandbox(provider: str, port: int, host: str = "127.0.0.1", **options: A
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="info", lifespan="off", date_header=False)
     )
+    main = threading.current_thread() is threading.main_thread()
+    # uvicorn shuts down cleanly on SIGTERM, then raises the signal again; by default that kills
+    # the process before `finally` runs. Unwinding as from Ctrl+C, the stats are still written.
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after shutting down cleanly
         pass
     finally:
         sock.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if stats_file is not None:
+            stats = request_stats(app.state.sandbox.log)
+            Path(stats_file).write_text(json.dumps(stats, indent=2) + "\n")

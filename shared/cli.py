@@ -13,8 +13,10 @@ from typing import Any
 from shared.db import migrate
 from shared.settings import load_settings
 
+SANDBOX_OPTIONS = ("api_key", "per_second", "preset")  # passed on only when given
 COLUMNS = (
     "flow",
+    "mode",
     "state",
     "records_read",
     "created",
@@ -48,7 +50,9 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMN
 
 def run_demo() -> list[dict[str, Any]]:
     """Run every flow against loopback sandboxes on the configured (default SQLite) database."""
+    from flows.activecampaign import activecampaign_sync
     from flows.selfcheck import selfcheck_sync
+    from sandbox.activecampaign import create_app as activecampaign_app
     from sandbox.selfcheck import create_app
     from sandbox.server import serve
 
@@ -59,6 +63,10 @@ def run_demo() -> list[dict[str, Any]]:
     with serve(create_app(api_key=key)) as base_url:
         os.environ.update(SELFCHECK_BASE_URL=base_url, SELFCHECK_API_KEY=key)
         rows.append(asyncio.run(selfcheck_sync()).row())
+    # A small generated account (the same every time, so a second demo is incremental).
+    with serve(activecampaign_app(key, contacts=300, deals=250, per_second=None)) as base_url:
+        os.environ.update(AC_API_URL=f"{base_url}/api/3", AC_API_KEY=key)
+        rows.append(asyncio.run(activecampaign_sync()).row())
     return rows
 
 
@@ -81,6 +89,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox.add_argument("--jitter", type=float, default=0.0, help="plus up to this many seconds")
     sandbox.add_argument("--scale", type=float, default=1.0, help="sandbox seconds per second")
     sandbox.add_argument("--seed", type=int, default=0, help="for generated records")
+    # Provider options go to the factory only when given, so each keeps its own defaults.
+    sandbox.add_argument(
+        "--api-key", default=argparse.SUPPRESS, help="the key it accepts (default: its own)"
+    )
+    sandbox.add_argument(
+        "--per-second",
+        type=_per_second,
+        default=argparse.SUPPRESS,
+        help="requests per second it admits, 0 or 'none' for no limit "
+        "(default: the provider's documented limit)",
+    )
+    sandbox.add_argument(
+        "--preset",
+        default=argparse.SUPPRESS,
+        help="generated account, e.g. activecampaign 'default' or 'seed' (82k contacts)",
+    )
+    sandbox.add_argument(
+        "--stats-file", help="on exit (Ctrl+C, SIGTERM), write its request counts here as JSON"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "db":
@@ -100,18 +127,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sandbox.registry import UnknownSandbox, main_sandbox
 
         try:
+            given = {name: getattr(args, name) for name in SANDBOX_OPTIONS if name in args}
             main_sandbox(
                 args.provider,
                 args.port,
                 args.host,
+                stats_file=args.stats_file,
                 latency=args.latency,
                 jitter=args.jitter,
                 scale=args.scale,
                 seed=args.seed,
+                **given,
             )
         except UnknownSandbox as unknown:
             parser.error(str(unknown))
     return 0
+
+
+def _per_second(text: str) -> int | None:
+    """`--per-second`: a whole number of requests; 0 or "none" switches the limit off."""
+    if text.strip().lower() in ("0", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of requests: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
 
 
 def show_status(provider: str | None) -> str:

@@ -42,8 +42,23 @@ def test_demo_twice_shows_the_incremental_run(tmp_path: Path) -> None:
         "DATABASE_URL": f"sqlite:///{tmp_path}/demo.db",
         "PREFECT_HOME": str(tmp_path / "prefect"),
     }
-    first = _row(_syncflows("demo", env=env), "selfcheck")
-    second = _row(_syncflows("demo", env=env), "selfcheck")
+    first_output, second_output = _syncflows("demo", env=env), _syncflows("demo", env=env)
+    first, second = _row(first_output, "selfcheck"), _row(second_output, "selfcheck")
+    # ActiveCampaign: a full pull of the small account, then an incremental one (7 requests).
+    ac_first, ac_second = (
+        _row(first_output, "activecampaign"),
+        _row(second_output, "activecampaign"),
+    )
+    assert (ac_first["mode"], ac_first["records_read"], ac_first["created"]) == (
+        "full",
+        "550",
+        "550",
+    )
+    assert (ac_second["mode"], ac_second["records_read"], ac_second["requests"]) == (
+        "incremental",
+        "0",
+        "7",
+    )
     assert (first["records_read"], first["created"], first["failed"], first["requests"]) == (
         "40",
         "39",
