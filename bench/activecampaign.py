@@ -35,8 +35,8 @@ import sqlalchemy as sa
 from starlette.requests import Request
 
 from bench.harness import BenchResult, Scenario, peak_rss_mb, warm_prefect
-from flows.activecampaign import PROVIDER, activecampaign_sync
-from flows.activecampaign_tables import AcContact, AcDeal
+from flows.activecampaign.flow import PROVIDER, activecampaign_sync
+from flows.activecampaign.tables import AcContact, AcDeal
 from sandbox.activecampaign import ActiveCampaignSandbox, create_app
 from sandbox.activecampaign_data import Field
 from sandbox.base import Latency

@@ -50,7 +50,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMN
 
 def run_demo() -> list[dict[str, Any]]:
     """Run every flow against loopback sandboxes on the configured (default SQLite) database."""
-    from flows.activecampaign import activecampaign_sync
+    from flows.activecampaign.flow import activecampaign_sync
     from flows.selfcheck import selfcheck_sync
     from sandbox.activecampaign import create_app as activecampaign_app
     from sandbox.selfcheck import create_app

@@ -19,8 +19,8 @@ from bench.activecampaign import (
     incremental_least,
     sandbox_process,
 )
-from flows.activecampaign import activecampaign_sync
-from flows.activecampaign_tables import AcContact, AcDeal
+from flows.activecampaign.flow import activecampaign_sync
+from flows.activecampaign.tables import AcContact, AcDeal
 from sandbox.activecampaign import ActiveCampaignSandbox, create_app
 from sandbox.server import serve
 from shared.db import dispose_engine, session_scope

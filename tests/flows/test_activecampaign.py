@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from flows.activecampaign import FULL_CURSOR, activecampaign_sync
-from flows.activecampaign_tables import AcContact, AcDeal
+from flows.activecampaign.flow import FULL_CURSOR, activecampaign_sync
+from flows.activecampaign.tables import AcContact, AcDeal
 from sandbox.activecampaign import ActiveCampaignSandbox, create_app
 from sandbox.server import serve
 from shared.db import ROOT, get_engine, session_scope
@@ -297,7 +297,9 @@ def test_killed_full_sync_resumes_without_gaps_or_rereading_finished_pages(
         # reclaims it (issue 9 covers that); this test is about the data, so pace locally.
         monkeypatch.setenv("SYNCFLOWS_GLOBAL_LIMITS", "off")
         env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-        code = "import asyncio, flows.activecampaign as ac; asyncio.run(ac.activecampaign_sync())"
+        code = (
+            "import asyncio, flows.activecampaign.flow as f; asyncio.run(f.activecampaign_sync())"
+        )
         process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
         deadline = time.monotonic() + 120
         while sum(1 for e in sandbox.log if "/fieldValues" in e.path) < 25:

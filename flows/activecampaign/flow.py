@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from sqlmodel import Session
 
-from flows.activecampaign_api import (
+from flows.activecampaign.api import (
     PAGE_SIZE,
     ActiveCampaign,
     Catalog,
@@ -44,7 +44,7 @@ from flows.activecampaign_api import (
     contact_value,
     deal_value,
 )
-from flows.activecampaign_store import (
+from flows.activecampaign.store import (
     CONTACT,
     DEAL,
     Family,

@@ -20,8 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
-from flows.activecampaign_api import Catalog, build_catalog, contact_row, deal_row, named_fields
-from flows.activecampaign_tables import (
+from flows.activecampaign.api import Catalog, build_catalog, contact_row, deal_row, named_fields
+from flows.activecampaign.tables import (
     AcContact,
     AcContactValue,
     AcDeal,
