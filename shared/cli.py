@@ -50,6 +50,9 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMN
 
 def run_demo() -> list[dict[str, Any]]:
     """Run every flow against loopback sandboxes on the configured (default SQLite) database."""
+    # A fresh PREFECT_HOME's temporary API migrates its own database first: 10 to 25 s on two
+    # cores, past Prefect's 20 s default (prefect-notes §1). Set before Prefect is imported.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.activecampaign.flow import activecampaign_sync
     from flows.selfcheck import selfcheck_sync
     from sandbox.activecampaign import create_app as activecampaign_app
