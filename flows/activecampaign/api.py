@@ -290,6 +290,11 @@ def deal_value(raw: Mapping[str, Any]) -> tuple[int, int, str | None]:
     return int(deal), int(field), None if value is None else str(value)
 
 
+def person_name(first: str | None, last: str | None) -> str:
+    """A deal owner's name as shown: first and last name, either may be missing."""
+    return f"{first or ''} {last or ''}".strip()
+
+
 def build_catalog(
     fields: list[dict[str, Any]],
     deal_fields: list[dict[str, Any]],
@@ -308,8 +313,5 @@ def build_catalog(
         },
         pipelines={int(p["id"]): str(p.get("title") or "") for p in pipelines},
         stages={int(s["id"]): (str(s.get("title") or ""), _int(s.get("group"))) for s in stages},
-        users={
-            int(u["id"]): f"{u.get('firstName') or ''} {u.get('lastName') or ''}".strip()
-            for u in users
-        },
+        users={int(u["id"]): person_name(u.get("firstName"), u.get("lastName")) for u in users},
     )

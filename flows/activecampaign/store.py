@@ -20,7 +20,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, select
 
-from flows.activecampaign.api import Catalog, build_catalog, contact_row, deal_row, named_fields
+from flows.activecampaign.api import (
+    Catalog,
+    build_catalog,
+    contact_row,
+    deal_row,
+    named_fields,
+    person_name,
+)
 from flows.activecampaign.tables import (
     AcContact,
     AcContactValue,
@@ -153,10 +160,7 @@ def load_catalog(session: Session) -> Catalog:
         deal_fields={f.id: (f.label, f.type) for f in session.exec(select(AcDealField))},
         pipelines={p.id: p.title for p in session.exec(select(AcPipeline))},
         stages={s.id: (s.title, s.pipeline_id) for s in session.exec(select(AcStage))},
-        users={
-            u.id: f"{u.first_name or ''} {u.last_name or ''}".strip()
-            for u in session.exec(select(AcUser))
-        },
+        users={u.id: person_name(u.first_name, u.last_name) for u in session.exec(select(AcUser))},
     )
 
 
