@@ -15,17 +15,13 @@ Both report `least_requests`, what the documented endpoints need at the least fo
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
-import re
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +30,14 @@ from typing import Any
 import sqlalchemy as sa
 from starlette.requests import Request
 
-from bench.harness import BenchResult, Scenario, peak_rss_mb, warm_prefect
+from bench.harness import (
+    BenchResult,
+    SandboxProcess,
+    Scenario,
+    peak_rss_mb,
+    serve_in_process,
+    warm_prefect,
+)
 from flows.activecampaign.flow import PROVIDER, activecampaign_sync
 from flows.activecampaign.tables import AcContact, AcDeal
 from sandbox.activecampaign import ActiveCampaignSandbox, create_app
@@ -55,8 +58,6 @@ MULTI_VALUE_TYPES = frozenset({"checkbox", "listbox", "multiselect"})  # `||a||b
 AT_CURSOR = 5  # changes per stream stamped with the cursor's own second
 MID_RUN = 5  # contacts changed while the measured run is in progress …
 MID_RUN_REQUEST = 100  # … as its 100th request arrives
-STARTUP_SECONDS = 120  # the sandbox generates its account before it listens (~3 s for the seed)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _configure(url: str, base_url: str, rate: float) -> None:
@@ -74,58 +75,16 @@ def _ceil_pages(count: int) -> int:
     return math.ceil(count / PAGE)
 
 
-# ---- the sandbox in its own process ---------------------------------------------------------
-
-
-@dataclass
-class SandboxProcess:
-    """`syncflows sandbox activecampaign` running as a child process."""
-
-    process: subprocess.Popen[bytes]
-    base_url: str
-    stats_file: Path
-
-    def stop(self) -> dict[str, Any]:
-        """SIGTERM, wait, and read the request counts it wrote on the way out."""
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        stats: dict[str, Any] = json.loads(self.stats_file.read_text())
-        return stats
-
-
-@contextmanager
 def sandbox_process(
     folder: Path, *, preset: str, per_second: int | None, latency: float
-) -> Iterator[SandboxProcess]:
-    """Serve a generated account from a child process until `stop()` (killed if still up)."""
-    stats, out, err = (folder / name for name in ("sandbox.json", "sandbox.out", "sandbox.err"))
-    command = [
-        *(sys.executable, "-m", "shared.cli", "sandbox", "activecampaign", "--port", "0"),
-        *("--preset", preset, "--per-second", str(per_second or 0), "--latency", str(latency)),
-        *("--api-key", KEY, "--stats-file", str(stats)),
-    ]
-    env = {**os.environ, "SYNCFLOWS_ENV_FILE": os.devnull}
-    # Files, not pipes: uvicorn logs every request, and a pipe nobody reads fills and stalls it.
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
-    try:
-        yield SandboxProcess(process, _base_url(process, out, err), stats)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def _base_url(process: subprocess.Popen[bytes], out: Path, err: Path) -> str:
-    """The URL in the sandbox's first line ("… listening on http://127.0.0.1:PORT")."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline and process.poll() is None:
-        with out.open() as lines:
-            first = lines.readline()
-        if first.endswith("\n") and (found := re.search(r"listening on (http://\S+)", first)):
-            return found.group(1)
-        time.sleep(0.1)
-    raise RuntimeError(f"the ActiveCampaign sandbox did not start:\n{err.read_text()[-2000:]}")
+) -> AbstractContextManager[SandboxProcess]:
+    """The ActiveCampaign sandbox serving a generated account from a child process."""
+    return serve_in_process(
+        folder,
+        "activecampaign",
+        "--preset", preset, "--per-second", str(per_second or 0), "--latency", str(latency),
+        "--api-key", KEY,
+    )  # fmt: skip
 
 
 # ---- does the database hold what the sandbox does? ------------------------------------------

@@ -9,13 +9,21 @@ minimum where there is no rate limit; `ratio = wall_s / floor_s`.
 from __future__ import annotations
 
 import json
+import os
+import re
 import resource
-from collections.abc import Callable
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+STARTUP_SECONDS = 120  # a sandbox generates its account before it listens (seconds for 100k)
 
 
 @dataclass
@@ -84,3 +92,56 @@ def save(result: BenchResult) -> Path:
     path = RESULTS / f"{result.scenario}.json"
     path.write_text(json.dumps({**result.line(), "details": result.details}, indent=2) + "\n")
     return path
+
+
+# ---- a sandbox in its own process -----------------------------------------------------------
+
+
+@dataclass
+class SandboxProcess:
+    """`syncflows sandbox <provider>` running as a child process."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    stats_file: Path
+
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM, wait, and read the request counts it wrote on the way out."""
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        stats: dict[str, Any] = json.loads(self.stats_file.read_text())
+        return stats
+
+
+@contextmanager
+def serve_in_process(folder: Path, provider: str, *options: str) -> Iterator[SandboxProcess]:
+    """Serve `provider`'s sandbox (CLI `options`) from a child process until `stop()`, so the
+    flow's peak memory is measured alone; killed if still up when the block ends."""
+    stats, out, err = (folder / name for name in ("sandbox.json", "sandbox.out", "sandbox.err"))
+    command = [
+        *(sys.executable, "-m", "shared.cli", "sandbox", provider, "--port", "0"),
+        *options,
+        *("--stats-file", str(stats)),
+    ]
+    env = {**os.environ, "SYNCFLOWS_ENV_FILE": os.devnull}
+    # Files, not pipes: uvicorn logs every request, and a pipe nobody reads fills and stalls it.
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=stderr)
+    try:
+        yield SandboxProcess(process, _base_url(process, out, err), stats)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _base_url(process: subprocess.Popen[bytes], out: Path, err: Path) -> str:
+    """The URL in the sandbox's first line ("… listening on http://127.0.0.1:PORT")."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline and process.poll() is None:
+        with out.open() as lines:
+            first = lines.readline()
+        if first.endswith("\n") and (found := re.search(r"listening on (http://\S+)", first)):
+            return found.group(1)
+        time.sleep(0.1)
+    raise RuntimeError(f"the sandbox did not start:\n{err.read_text()[-2000:]}")

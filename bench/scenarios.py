@@ -18,6 +18,7 @@ from sqlmodel import select
 
 from bench.activecampaign import SCENARIOS as ACTIVECAMPAIGN
 from bench.harness import BenchResult, Scenario, warm_prefect
+from bench.magento import SCENARIOS as MAGENTO
 from flows.selfcheck import BAD_RECORD, demo_records, payload, selfcheck_sync
 from sandbox.selfcheck import create_app
 from sandbox.server import serve
@@ -157,5 +158,6 @@ SCENARIOS = {
             task_overhead,
         ),
         *ACTIVECAMPAIGN,
+        *MAGENTO,
     )
 }

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
-import flows.activecampaign.tables  # noqa: F401  (each provider's tables, likewise)
+import flows.activecampaign.tables
+import flows.magento.tables  # noqa: F401
 import shared.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from shared.db import sqlite_pragmas
 from shared.models import UTCDateTime

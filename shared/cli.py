@@ -13,7 +13,7 @@ from typing import Any
 from shared.db import migrate
 from shared.settings import load_settings
 
-SANDBOX_OPTIONS = ("api_key", "per_second", "preset")  # passed on only when given
+SANDBOX_OPTIONS = ("api_key", "per_second", "preset", "orders")  # passed on only when given
 COLUMNS = (
     "flow",
     "mode",
@@ -54,8 +54,10 @@ def run_demo() -> list[dict[str, Any]]:
     # cores, past Prefect's 20 s default (prefect-notes §1). Set before Prefect is imported.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.activecampaign.flow import activecampaign_sync
+    from flows.magento.flow import magento_sync
     from flows.selfcheck import selfcheck_sync
     from sandbox.activecampaign import create_app as activecampaign_app
+    from sandbox.magento import create_app as magento_app
     from sandbox.selfcheck import create_app
     from sandbox.server import serve
 
@@ -70,6 +72,10 @@ def run_demo() -> list[dict[str, Any]]:
     with serve(activecampaign_app(key, contacts=300, deals=250, per_second=None)) as base_url:
         os.environ.update(AC_API_URL=f"{base_url}/api/3", AC_API_KEY=key)
         rows.append(asyncio.run(activecampaign_sync()).row())
+    # A small shop (the same orders every time, so a second demo finds nothing new).
+    with serve(magento_app(key, orders=300)) as base_url:
+        os.environ.update(MAGENTO_BASE_URL=base_url, MAGENTO_ACCESS_TOKEN=key)
+        rows.append(asyncio.run(magento_sync()).row())
     return rows
 
 
@@ -107,6 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--preset",
         default=argparse.SUPPRESS,
         help="generated account, e.g. activecampaign 'default' or 'seed' (82k contacts)",
+    )
+    sandbox.add_argument(
+        "--orders",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="generated orders (magento; default 2,000)",
     )
     sandbox.add_argument(
         "--stats-file", help="on exit (Ctrl+C, SIGTERM), write its request counts here as JSON"

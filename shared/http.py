@@ -105,6 +105,18 @@ def parse_retry_after(response: httpx.Response) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
+def response_date(response: httpx.Response) -> datetime | None:
+    """The provider's clock when it answered (`Date`, RFC 9110 §6.6.1), aware UTC; None when
+    absent or unreadable. Incremental reads start from it, never from our own clock."""
+    text = response.headers.get("date")
+    if not text:
+        return None
+    try:
+        return parsedate_to_datetime(text).astimezone(UTC)
+    except (TypeError, ValueError):
+        return None
+
+
 def provider_message(response: httpx.Response) -> str:
     """The provider's own error text: the usual JSON fields, else the body, else the reason."""
     try:
@@ -115,13 +127,30 @@ def provider_message(response: httpx.Response) -> str:
     if isinstance(body, dict):
         for key in ("message", "title", "detail", "error", "error_description"):
             if isinstance(body.get(key), str) and body[key] not in parts:
-                parts.append(body[key])
+                parts.append(_fill(body[key], body.get("parameters")))
         errors = body.get("errors")
         if errors:
             parts.append(json.dumps(errors, ensure_ascii=False, default=str))
     elif isinstance(body, str):
         parts.append(body)
     return "; ".join(parts) or json.dumps(body, ensure_ascii=False)
+
+
+def _fill(message: str, parameters: Any) -> str:
+    """Magento-style placeholders (`%resources`, `%1`) filled from `parameters`, an object or
+    a list (pull §2.10); a message without them is returned as it is."""
+    if isinstance(parameters, list):
+        named = {str(i + 1): value for i, value in enumerate(parameters)}
+    elif isinstance(parameters, dict):
+        named = {str(key): value for key, value in parameters.items()}
+    else:
+        return message
+
+    def fill(found: re.Match[str]) -> str:
+        value = named.get(found.group(1))
+        return found.group(0) if value is None else str(value)
+
+    return re.sub(r"%(\w+)", fill, message)
 
 
 def _body(response: httpx.Response) -> Any:
@@ -267,11 +296,17 @@ class HttpClient:
         safe: bool,
     ) -> httpx.Response:
         url = str(self._client.build_request(method, path, params=params).url)
-        async with self.limiter.slot() as started:
+        async with self.limiter.slot() as start:
             self.requests += 1
             try:
                 response = await self._client.request(
-                    method, path, params=params, json=json_body, data=data, headers=headers
+                    method,
+                    path,
+                    params=params,
+                    json=json_body,
+                    data=data,
+                    headers=headers,
+                    extensions={"trace": start.trace},
                 )
             except httpx.TransportError as exc:
                 error = ProviderError(self.provider, method, url, f"{type(exc).__name__}: {exc}")
@@ -282,7 +317,7 @@ class HttpClient:
         if status in self.policy.retry_statuses:
             retry_after = self.policy.retry_after(response)
             if status == 429:
-                self.limiter.throttled(retry_after, started)
+                self.limiter.throttled(retry_after, start.at)
             error = self._error(ProviderError, method, url, response)
             if safe or status == 429:
                 raise _Retryable(error, retry_after)

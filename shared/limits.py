@@ -2,11 +2,17 @@
 
 Two mechanisms, one per scale (measured in prefect-notes §2 and its addendum):
 
-* **Local pacing** (one process): request starts pass one at a time through a lock, each at
-  least `interval = (1 + margin) / rate` after the previous *actual* start, so no rolling second
-  holds more than `rate` starts even with a few milliseconds of arrival jitter. Spacing from the
-  actual start (not a booked one) means an event-loop stall cannot release a queue of overdue
-  requests at once.
+* **Local pacing** (one process): request starts pass one at a time through a lock and are
+  scheduled like cells in the Generic Cell Rate Algorithm (ATM Forum TM 4.0; a token bucket of
+  depth one). Each start books a slot `interval = (1 + margin) / rate` after the previous slot,
+  and may run up to `tolerance` (half the margin's slack in a second: 10 ms) ahead of it, so a
+  few milliseconds of event-loop lag per start do not add up: at 10/s, lagging 1.5 ms per
+  start cost 1.5 % of the cap. A start that comes later than its slot books from its own time,
+  so a stalled loop releases one overdue request, not a queue. When a request's bytes leave
+  later than its slot (httpx's `trace` extension reports the write), the next slot is booked
+  from the write. So any `rate + 1` consecutive requests leave at least
+  `rate * interval - tolerance` (1.01 s at 10/s) apart: a rolling second never holds more than
+  `rate` of them, with 10 ms to spare for arrival jitter.
 * **Windows** (several processes): a Prefect global concurrency limit with `limit=1` and no
   decay is a baton. The process that holds it owns the account's whole cap for
   `lease_seconds`, pacing locally, and releases no earlier than one interval after its last
@@ -29,7 +35,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +44,7 @@ from uuid import UUID
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-DEFAULT_MARGIN = 0.02  # 2 % slack: 10 req/s cap → one start per 102 ms → at most 10 per second
+DEFAULT_MARGIN = 0.02  # 2 % slack: 10 req/s cap → one slot per 102 ms → at most 10 per second
 MIN_PACE_FACTOR = 0.25
 RECOVERY_STEP = 0.01  # per successful request after a 429: half pace back to full in ~50
 LEASE_TTL_SECONDS = 60  # Prefect's minimum; a crashed holder frees the baton after this
@@ -52,6 +58,19 @@ class LimitSpec:
     name: str
     rate_per_second: float | None = None
     max_in_flight: int | None = None
+
+
+@dataclass
+class Start:
+    """One request let go by a `Limiter`: when, and a `trace` hook for when its bytes left."""
+
+    at: float
+    limiter: Limiter
+
+    async def trace(self, event: str, info: Mapping[str, Any]) -> None:  # noqa: ARG002
+        """httpx `trace` extension (`extensions={"trace": start.trace}`): see `Limiter.sent`."""
+        if event.endswith("send_request_headers.complete"):
+            self.limiter.sent()
 
 
 class Limiter:
@@ -68,10 +87,12 @@ class Limiter:
     ) -> None:
         self.spec = spec
         self._base_interval = (1.0 + margin) / spec.rate_per_second if spec.rate_per_second else 0.0
+        self._tolerance = min(margin / 2, self._base_interval / 2) if spec.rate_per_second else 0.0
         self._factor = 1.0
         self._clock = clock
         self._sleep = sleep
-        self._last_start = -1e18  # far in the past: the first start never waits
+        self._next_slot = -1e18  # far in the past: the first start never waits
+        self._last_sent = -1e18
         self._last_halving = -1e18
         self._paused_until = 0.0
         self._turns = asyncio.Lock()
@@ -88,9 +109,20 @@ class Limiter:
         return self._base_interval / self._factor
 
     @property
+    def tolerance(self) -> float:
+        """Seconds a start may run ahead of its slot."""
+        return self._tolerance
+
+    @property
+    def last_sent(self) -> float:
+        """When the latest request started or, if later, its bytes left."""
+        return self._last_sent
+
+    @property
     def next_start(self) -> float:
-        """The earliest moment the next start may happen."""
-        return self._last_start + self.interval
+        """When another process may start without breaking this one's spacing: one interval
+        after our latest request left, and not before our next slot."""
+        return max(self._next_slot, self._last_sent + self.interval)
 
     @property
     def waiting(self) -> int:
@@ -106,7 +138,7 @@ class Limiter:
         return self._coordinator.windows if self._coordinator else 0
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
+    async def slot(self) -> AsyncIterator[Start]:
         """Hold one request slot: in-flight cap first, then the paced start; yields the start."""
         if self._in_flight is not None:
             await self._in_flight.acquire()
@@ -125,11 +157,11 @@ class Limiter:
             if self._in_flight is not None:
                 self._in_flight.release()
 
-    async def _turn(self) -> float:
+    async def _turn(self) -> Start:
         async with self._turns:
             while True:
                 now = self._clock()
-                start = max(now, self.next_start, self._paused_until)
+                start = max(now, self._next_slot - self._tolerance, self._paused_until)
                 if self._coordinator is not None:
                     window_end = self._coordinator.window_end
                     if window_end is None or start > window_end:
@@ -138,8 +170,20 @@ class Limiter:
                 if start > now:
                     await self._sleep(start - now)
                     continue  # re-check: a 429 pause or the window may have changed meanwhile
-                self._last_start = now
-                return now
+                self._next_slot = max(self._next_slot, now) + self.interval
+                self._last_sent = max(self._last_sent, now)
+                return Start(now, self)
+
+    def sent(self) -> None:
+        """A request's bytes just left: book the next slot no earlier than one interval on.
+
+        Usually a no-op (the write follows its slot within a millisecond or two); it matters
+        when something held the write back (a garbage collection, a busy loop) while the next
+        slot came due, which would otherwise leave the two requests bunched on the wire.
+        """
+        now = self._clock()
+        self._next_slot = max(self._next_slot, now + self.interval)
+        self._last_sent = max(self._last_sent, now)
 
     def throttled(self, retry_after: float | None, started: float) -> None:
         """A 429 came back: pause every start until Retry-After; halve the pace once per episode."""
@@ -294,7 +338,7 @@ class WindowCoordinator:
             now = self._clock()
             if now >= self._window_end:
                 return
-            idle_for = now - (limiter.next_start - limiter.interval)
+            idle_for = now - limiter.last_sent
             if limiter.waiting == 0 and limiter.sending == 0 and idle_for >= idle_after:
                 return  # nobody here wants the cap: let other processes have it
             with suppress(TimeoutError):

@@ -1,7 +1,8 @@
 """`syncflows status`: what each provider account last did, where it stands, what is failing.
 
-Reads the `sync_run_latest` and `sync_run_stats` views, `sync_cursor` and `sync_failure`; when a
-Prefect API is configured, adds each deployment's schedule and next scheduled run.
+Reads the `sync_run_latest` and `sync_run_stats` views, `sync_cursor`, `sync_failure` and the
+seed-shaped `magento_sync_status`; when a Prefect API is configured, adds each deployment's
+schedule and next scheduled run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ _LATEST = sa.text("SELECT * FROM sync_run_latest").columns(
     started_at=UTCDateTime(), finished_at=UTCDateTime()
 )
 _STATS = sa.text("SELECT * FROM sync_run_stats")
+# The seed's `SyncStatus` rows (Magento), read as rows: shared code does not import a flow.
+_MAGENTO = sa.text("SELECT * FROM magento_sync_status ORDER BY account, sync_type").columns(
+    last_sync_at=UTCDateTime(), updated_at=UTCDateTime()
+)
 
 
 @dataclass
@@ -33,6 +38,7 @@ class AccountStatus:
     cursors: dict[str, str] = field(default_factory=dict)
     open_failures: int = 0
     permanent_failures: int = 0
+    sync_status: list[dict[str, Any]] = field(default_factory=list)
     schedules: list[str] = field(default_factory=list)
     next_run: datetime | None = None
 
@@ -50,6 +56,8 @@ def collect_status(url: str, provider: str | None = None) -> list[AccountStatus]
             entry(row["provider"], row["account"]).latest = dict(row)
         for row in session.execute(_STATS).mappings():
             entry(row["provider"], row["account"]).stats = dict(row)
+        for row in session.execute(_MAGENTO).mappings():
+            entry("magento", row["account"]).sync_status.append(dict(row))
         for cursor in session.exec(select(SyncCursor)):
             entry(cursor.provider, cursor.account).cursors[cursor.stream] = cursor.value
         failures = session.exec(
@@ -151,6 +159,15 @@ def format_status(statuses: list[AccountStatus], database: str) -> str:
                 + (f", {avg:.1f} s on average" if avg is not None else "")
                 + ")"
             )
+        for row in s.sync_status:
+            lines.append(
+                f"  {row['sync_type']:<12}{row['status']}, watermark entity_id "
+                f"{row['last_entity_id'] if row['last_entity_id'] is not None else '-'}, "
+                f"last finished {_when(row['last_sync_at'])}: "
+                f"processed {row['total_processed']} of {_known(row['total_orders'])}, "
+                f"created {row['total_created']}, duplicates {row['total_duplicates']}, "
+                f"errors {row['total_errors']}"
+            )
         cursors = ", ".join(f"{k}={v}" for k, v in sorted(s.cursors.items())) or "none"
         lines.append(f"  cursor     {cursors}")
         lines.append(
@@ -163,6 +180,10 @@ def format_status(statuses: list[AccountStatus], database: str) -> str:
             lines.append(f"  next run   {_when(s.next_run) if s.next_run else 'none scheduled'}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _known(value: Any) -> str:
+    return "?" if value is None else str(value)
 
 
 def _when(moment: datetime | None) -> str:

@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
-from shared.http import HttpClient, ProviderHTTPError
+from shared.http import HttpClient, ProviderHTTPError, response_date
 
 PAGE_SIZE = 100  # the documented maximum `limit` (pull §1.2)
 CONTACT_DATES = ("cdate", "udate", "adate", "edate", "deleted_at", "bounced_date")
@@ -65,7 +64,7 @@ class ActiveCampaign:
         body = response.json()
         if not isinstance(body, dict):
             body = {}
-        return Page(body, _header_date(response.headers.get("date")))
+        return Page(body, response_date(response))
 
     async def find(self, path: str) -> Page | None:
         """A single record's answer, or None when AC says it does not exist (404)."""
@@ -127,15 +126,6 @@ class ActiveCampaign:
 def filter_time(when: datetime) -> str:
     """A `filters[...]` value: ISO 8601 with an explicit offset (pull §1.3)."""
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-
-
-def _header_date(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return parsedate_to_datetime(text).astimezone(UTC)
-    except (TypeError, ValueError):
-        return None
 
 
 def utc(value: Any) -> datetime | None:

@@ -64,6 +64,7 @@ from shared.flowkit import fan_out, io_task, sync_flow
 from shared.http import provider_client
 from shared.models import utcnow
 from shared.observability import get_logger
+from shared.ranges import id_ranges
 from shared.runs import (
     Counts,
     RunSummary,
@@ -319,15 +320,14 @@ async def _walk_contacts(sync: Sync, p: Pass, done: dict[str, str]) -> None:
 
 
 def _split(newest: Page) -> list[tuple[int, int | None]]:
-    """Id ranges with about the same number of contacts: the newest id split evenly (AC ids
-    grow by one per contact); the last range is open so contacts added meanwhile are read."""
+    """Contact id ranges `(after, below)` for `id_greater`/`id_less`, from the newest contact."""
     items = newest.items("contacts")
     if not items:
         return []
-    top, total = int(items[0]["id"]), newest.total or 1
-    parts = max(1, min(CONTACT_RANGES, math.ceil(total / (PAGE_SIZE * PAGES_PER_TASK))))
-    bounds = [top * i // parts for i in range(parts + 1)]
-    return [(bounds[i], bounds[i + 1] + 1 if i + 1 < parts else None) for i in range(parts)]
+    total = newest.total or 1
+    parts = min(CONTACT_RANGES, math.ceil(total / (PAGE_SIZE * PAGES_PER_TASK)))
+    ranges = id_ranges(int(items[0]["id"]), parts, PAGE_SIZE)
+    return [(after, None if through is None else through + 1) for after, through in ranges]
 
 
 @io_task(retries=2, retry_delay_seconds=2)
