@@ -41,8 +41,9 @@ class BenchResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def ratio(self) -> float:
-        return self.wall_s / self.floor_s if self.floor_s > 0 else float("inf")
+    def ratio(self) -> float | None:
+        """None when there is no floor (a run that needs no request): JSON null."""
+        return round(self.wall_s / self.floor_s, 3) if self.floor_s > 0 else None
 
     def line(self) -> dict[str, Any]:
         return {
@@ -51,7 +52,7 @@ class BenchResult:
             "requests": self.requests,
             "wall_s": round(self.wall_s, 3),
             "floor_s": round(self.floor_s, 3),
-            "ratio": round(self.ratio, 3),
+            "ratio": self.ratio,
             "http_429": self.http_429,
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "correct": self.correct,

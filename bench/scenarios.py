@@ -19,6 +19,7 @@ from sqlmodel import select
 from bench.activecampaign import SCENARIOS as ACTIVECAMPAIGN
 from bench.harness import BenchResult, Scenario, warm_prefect
 from bench.magento import SCENARIOS as MAGENTO
+from bench.mailerlite import SCENARIOS as MAILERLITE
 from flows.selfcheck import BAD_RECORD, demo_records, payload, selfcheck_sync
 from sandbox.selfcheck import create_app
 from sandbox.server import serve
@@ -159,5 +160,6 @@ SCENARIOS = {
         ),
         *ACTIVECAMPAIGN,
         *MAGENTO,
+        *MAILERLITE,
     )
 }

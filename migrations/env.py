@@ -9,7 +9,8 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import flows.activecampaign.tables
-import flows.magento.tables  # noqa: F401
+import flows.magento.tables
+import flows.mailerlite.tables  # noqa: F401
 import shared.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from shared.db import sqlite_pragmas
 from shared.models import UTCDateTime

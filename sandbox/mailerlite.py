@@ -167,6 +167,9 @@ class MailerLiteSandbox(Sandbox):
         self.lock = threading.RLock()
         self._ids: list[int] = []  # subscriber ids, ascending: the cursor order
         self._emails: dict[str, str] = {}  # subscriber id → lower-cased email
+        # group id → status → members: kept as subscribers change, since every subscriber
+        # answer shows its groups' counts (counting them per answer made a push O(n²)).
+        self._members: dict[str, dict[str, int]] = {}
         # Numeric-string ids of the magnitudes MailerLite serves (push §1.1, §1.4, §1.5).
         self._next = {"subscriber": 165968862226941797, "field": 947147, "group": 4243829086487936}
         for key, name in DEFAULT_FIELDS.items():
@@ -203,7 +206,9 @@ class MailerLiteSandbox(Sandbox):
         with self.lock:
             record = self.subscribers[email.strip().lower()]
             now = stamp(self.clock.now())
+            self._count(record, -1)
             record.update(status="unsubscribed", unsubscribed_at=now, updated_at=now)
+            self._count(record, +1)
 
     def add_group(self, name: str) -> str:
         """Create a group; returns its id."""
@@ -291,6 +296,7 @@ class MailerLiteSandbox(Sandbox):
         created = record is None
         if record is None:
             record = self._new_subscriber(key, now)
+        self._count(record, -1)  # and back in below, with its new status and groups
         for name in PLAIN_ATTRIBUTES:
             if name in body:
                 record[name] = body[name]
@@ -301,6 +307,7 @@ class MailerLiteSandbox(Sandbox):
         record["fields"].update(fields)  # non-destructive: keys not sent keep their values
         record["groups"].extend(g for g in map(str, groups) if g not in record["groups"])
         record["updated_at"] = now
+        self._count(record, +1)
         return (201 if created else 200), {"data": self._render(record)}
 
     def list_subscribers(self, call: Call) -> tuple[int, Any]:
@@ -443,12 +450,18 @@ class MailerLiteSandbox(Sandbox):
         self.fields[key] = definition
         return dict(definition)
 
+    def _count(self, record: dict[str, Any], step: int) -> None:
+        """Take a subscriber out of (-1) or into (+1) its groups' live counts by status."""
+        for group_id in record["groups"]:
+            counts = self._members.setdefault(group_id, {})
+            counts[record["status"]] = counts.get(record["status"], 0) + step
+
     def _render_group(self, group: dict[str, Any]) -> dict[str, Any]:
         """A group with its counts (push §1.5); subscriber counts are live, the rest zero."""
-        members = [s for s in self.subscribers.values() if group["id"] in s["groups"]]
+        members = self._members.get(group["id"], {})
 
         def count(status: str) -> int:
-            return sum(1 for s in members if s["status"] == status)
+            return members.get(status, 0)
 
         zero_rate = {"float": 0, "string": "0%"}
         return {

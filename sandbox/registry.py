@@ -55,16 +55,17 @@ def create_app(name: str, **options: Any) -> Any:
 
 
 # `/api/3/contacts/7` → "contacts": a versioned API prefix is not an endpoint.
-_API_PREFIX = re.compile(r"^/api/[^/]+(?=/|$)")
+# `/api`, with a version segment when there is one (`/api/3`, `/api/v2`): MailerLite has none.
+_API_PREFIX = re.compile(r"^/api(?:/v?\d[^/]*)?(?=/|$)")
 
 
 def endpoint(path: str) -> str:
-    """The first path segment after any `/api/<version>` prefix ("" for the root)."""
+    """The first path segment after any `/api[/<version>]` prefix ("" for the root)."""
     return _API_PREFIX.sub("", path).strip("/").split("/")[0]
 
 
 def route(path: str) -> str:
-    """The path after any `/api/<version>` prefix with numeric ids as `{id}`."""
+    """The path after any `/api[/<version>]` prefix with numeric ids as `{id}`."""
     parts = _API_PREFIX.sub("", path).strip("/").split("/")
     return "/".join("{id}" if part.isdigit() else part for part in parts)
 

@@ -14,6 +14,7 @@ from shared.db import migrate
 from shared.settings import load_settings
 
 SANDBOX_OPTIONS = ("api_key", "per_second", "preset", "orders")  # passed on only when given
+DEMO_SCALE = 20  # the demo's MailerLite runs its per-minute limits 20 times faster
 COLUMNS = (
     "flow",
     "mode",
@@ -55,9 +56,12 @@ def run_demo() -> list[dict[str, Any]]:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.activecampaign.flow import activecampaign_sync
     from flows.magento.flow import magento_sync
+    from flows.mailerlite.flow import mailerlite_sync
     from flows.selfcheck import selfcheck_sync
     from sandbox.activecampaign import create_app as activecampaign_app
+    from sandbox.app_users import seed_users
     from sandbox.magento import create_app as magento_app
+    from sandbox.mailerlite import create_app as mailerlite_app
     from sandbox.selfcheck import create_app
     from sandbox.server import serve
 
@@ -76,7 +80,31 @@ def run_demo() -> list[dict[str, Any]]:
     with serve(magento_app(key, orders=300)) as base_url:
         os.environ.update(MAGENTO_BASE_URL=base_url, MAGENTO_ACCESS_TOKEN=key)
         rows.append(asyncio.run(magento_sync()).row())
+    # 300 application users (seeded once, so a second demo has nothing to send), a few of them
+    # demo/test accounts or invalid addresses; MailerLite's limits 20 times faster than real.
+    if not _has_users(settings.database_url):
+        seed_users(settings.database_url, 300, seed=1, invalid_share=0.01)
+    mailerlite = mailerlite_app(key, scale=DEMO_SCALE)
+    group = mailerlite.state.sandbox.add_group("App users")
+    with serve(mailerlite) as base_url:
+        os.environ.update(
+            MAILER_LITE_BASE_URL=f"{base_url}/api",
+            MAILER_LITE_API_KEY=key,
+            MAILER_LITE_GROUP_ID=group,
+            MAILER_LITE_RATE_PER_SECOND=str(2 * DEMO_SCALE),
+            MAILER_LITE_IMPORTS_PER_MINUTE=str(5 * DEMO_SCALE),
+        )
+        rows.append(asyncio.run(mailerlite_sync()).row())
     return rows
+
+
+def _has_users(url: str) -> bool:
+    import sqlalchemy as sa
+
+    from shared.db import get_engine
+
+    with get_engine(url).connect() as connection:
+        return bool(connection.scalar(sa.text("SELECT COUNT(*) FROM users")))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,18 +7,21 @@ run on an empty database needs no extra step.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 _engines: dict[str, sa.Engine] = {}
@@ -88,6 +91,17 @@ def session_scope(url: str) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+async def in_thread(url: str, work: Callable[[Session], T]) -> T:
+    """Run `work(session)` in one transaction on a worker thread: a busy database must never
+    stall the event loop that paces requests."""
+
+    def transaction() -> T:
+        with session_scope(url) as session:
+            return work(session)
+
+    return await asyncio.to_thread(transaction)
 
 
 def alembic_config(url: str) -> Config:

@@ -42,7 +42,12 @@ async def ensure_work_pool(name: str = WORK_POOL) -> None:
 
 async def ensure_provider_limits() -> list[str]:
     """Create the global concurrency limit of every provider account the settings name."""
-    names = [global_limit_name(cls.provider, cls().account) for cls in PROVIDERS]
+    names = [
+        global_limit_name(cls.provider, account, lane)
+        for cls in PROVIDERS
+        for account in [cls().account]
+        for lane in (None, *cls.lanes)
+    ]
     for name in names:
         await ensure_global_limit(name)
     return names

@@ -16,7 +16,8 @@ import json
 import math
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -123,6 +124,11 @@ def provider_message(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return response.text.strip() or response.reason_phrase
+    return body_message(body)
+
+
+def body_message(body: Any) -> str:
+    """The provider's own error text in a decoded body (a response's, or a batch item's)."""
     parts: list[str] = []
     if isinstance(body, dict):
         for key in ("message", "title", "detail", "error", "error_description"):
@@ -239,6 +245,7 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         parse_json: bool = False,
         idempotent: bool | None = None,
+        lanes: Sequence[Limiter] = (),
     ) -> httpx.Response:
         """Send with limits and retries; return the successful response.
 
@@ -246,6 +253,12 @@ class HttpClient:
         that is not idempotent is retried only when it cannot have been applied: a 429, or a
         connection that never opened. A 5xx or a lost response then raises `ProviderError`, so
         a push never creates a record twice; provider upserts pass `idempotent=True`.
+
+        `lanes` are caps this request counts against besides the account's (MailerLite's 5
+        imports a minute): each attempt takes a slot of each, then the account's next free
+        start, ahead of the requests queued for one. The lanes' next slots are booked from the
+        moment the bytes leave, so the wait for the account cannot bunch two lane requests on
+        the wire. A 429 slows all of them.
 
         Raises:
             ProviderHTTPError: a non-retryable 4xx, with the provider's message.
@@ -265,7 +278,7 @@ class HttpClient:
             async for attempt in retrying:
                 with attempt:
                     return await self._attempt(
-                        method, path, params, json_body, data, headers, parse_json, safe
+                        method, path, params, json_body, data, headers, parse_json, safe, lanes
                     )
         except _Retryable as exhausted:
             error = exhausted.error
@@ -294,9 +307,18 @@ class HttpClient:
         headers: Mapping[str, str] | None,
         parse_json: bool,
         safe: bool,
+        lanes: Sequence[Limiter],
     ) -> httpx.Response:
         url = str(self._client.build_request(method, path, params=params).url)
-        async with self.limiter.slot() as start:
+        async with AsyncExitStack() as held:
+            starts = [await held.enter_async_context(lane.slot()) for lane in lanes]
+            start = await held.enter_async_context(self.limiter.slot(first=bool(lanes)))
+            starts.append(start)
+
+            async def trace(event: str, info: Mapping[str, Any]) -> None:
+                for each in starts:
+                    await each.trace(event, info)
+
             self.requests += 1
             try:
                 response = await self._client.request(
@@ -306,7 +328,7 @@ class HttpClient:
                     json=json_body,
                     data=data,
                     headers=headers,
-                    extensions={"trace": start.trace},
+                    extensions={"trace": trace},
                 )
             except httpx.TransportError as exc:
                 error = ProviderError(self.provider, method, url, f"{type(exc).__name__}: {exc}")
@@ -317,14 +339,16 @@ class HttpClient:
         if status in self.policy.retry_statuses:
             retry_after = self.policy.retry_after(response)
             if status == 429:
-                self.limiter.throttled(retry_after, start.at)
+                for each in starts:
+                    each.limiter.throttled(retry_after, each.at)
             error = self._error(ProviderError, method, url, response)
             if safe or status == 429:
                 raise _Retryable(error, retry_after)
             raise error
         if status >= 400:
             raise self._error(ProviderHTTPError, method, url, response)
-        self.limiter.succeeded()
+        for each in starts:
+            each.limiter.succeeded()
         if parse_json:
             try:
                 response.json()
@@ -397,7 +421,10 @@ def provider_client(
         max_in_flight=provider.max_in_flight,
     )
     limiter = shared_limiter(
-        spec, coordinate=settings.coordinate_limits, lease_seconds=settings.lease_seconds
+        spec,
+        coordinate=settings.coordinate_limits,
+        lease_seconds=settings.lease_seconds,
+        margin=provider.rate_margin,
     )
     return HttpClient(
         provider.provider,

@@ -45,6 +45,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 DEFAULT_MARGIN = 0.02  # 2 % slack: 10 req/s cap → one slot per 102 ms → at most 10 per second
+DEFAULT_TOLERANCE = 0.01  # seconds a start may run ahead of its slot: half that margin at 10/s
 MIN_PACE_FACTOR = 0.25
 RECOVERY_STEP = 0.01  # per successful request after a 429: half pace back to full in ~50
 LEASE_TTL_SECONDS = 60  # Prefect's minimum; a crashed holder frees the baton after this
@@ -82,12 +83,16 @@ class Limiter:
         *,
         coordinator: WindowCoordinator | None = None,
         margin: float = DEFAULT_MARGIN,
+        tolerance: float | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.spec = spec
         self._base_interval = (1.0 + margin) / spec.rate_per_second if spec.rate_per_second else 0.0
-        self._tolerance = min(margin / 2, self._base_interval / 2) if spec.rate_per_second else 0.0
+        # How far a start may run ahead of its slot; it never adds up (see the module doc), so
+        # any n + 1 starts span at least n intervals less this once.
+        early = DEFAULT_TOLERANCE if tolerance is None else tolerance
+        self._tolerance = min(early, self._base_interval / 2) if spec.rate_per_second else 0.0
         self._factor = 1.0
         self._clock = clock
         self._sleep = sleep
@@ -138,14 +143,22 @@ class Limiter:
         return self._coordinator.windows if self._coordinator else 0
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[Start]:
-        """Hold one request slot: in-flight cap first, then the paced start; yields the start."""
+    async def slot(self, *, first: bool = False) -> AsyncIterator[Start]:
+        """Hold one request slot: in-flight cap first, then the paced start; yields the start.
+
+        `first` books the next free start at once, ahead of the requests queued for one: for
+        a request that has already waited for a cap of its own and must not drift from it.
+        """
         if self._in_flight is not None:
             await self._in_flight.acquire()
         try:
             self._waiting += 1
             try:
-                started = await self._turn()
+                if first:
+                    started = await self._reserve()
+                else:
+                    async with self._turns:
+                        started = await self._book()
             finally:
                 self._waiting -= 1
             self._sending += 1
@@ -157,22 +170,38 @@ class Limiter:
             if self._in_flight is not None:
                 self._in_flight.release()
 
-    async def _turn(self) -> Start:
-        async with self._turns:
-            while True:
-                now = self._clock()
-                start = max(now, self._next_slot - self._tolerance, self._paused_until)
-                if self._coordinator is not None:
-                    window_end = self._coordinator.window_end
-                    if window_end is None or start > window_end:
-                        await self._coordinator.wait_for_window(self)
-                        continue
-                if start > now:
-                    await self._sleep(start - now)
-                    continue  # re-check: a 429 pause or the window may have changed meanwhile
-                self._next_slot = max(self._next_slot, now) + self.interval
-                self._last_sent = max(self._last_sent, now)
-                return Start(now, self)
+    async def _reserve(self) -> Start:
+        """Book the next free start now, then sleep until it. A queued request asleep for the
+        same start finds it taken when it wakes, and books the one after."""
+        now, start = await self._earliest()
+        self._next_slot = max(self._next_slot, start) + self.interval
+        if start > now:
+            await self._sleep(start - now)
+        now = self._clock()
+        self._last_sent = max(self._last_sent, now)
+        return Start(now, self)
+
+    async def _book(self) -> Start:
+        while True:
+            now, start = await self._earliest()
+            if start > now:
+                await self._sleep(start - now)
+                continue  # re-check: a 429 pause, the window or a `first` start may have moved
+            self._next_slot = max(self._next_slot, now) + self.interval
+            self._last_sent = max(self._last_sent, now)
+            return Start(now, self)
+
+    async def _earliest(self) -> tuple[float, float]:
+        """(now, the earliest start allowed), once this process holds the shared window."""
+        while True:
+            now = self._clock()
+            start = max(now, self._next_slot - self._tolerance, self._paused_until)
+            if self._coordinator is not None:
+                window_end = self._coordinator.window_end
+                if window_end is None or start > window_end:
+                    await self._coordinator.wait_for_window(self)
+                    continue
+            return now, start
 
     def sent(self) -> None:
         """A request's bytes just left: book the next slot no earlier than one interval on.

@@ -133,6 +133,9 @@ class PushState(SQLModel, table=True):
     record_key: str = Field(primary_key=True, max_length=300)
     remote_id: str | None = Field(default=None, max_length=200)
     payload_hash: str = Field(max_length=64)
+    # What the provider said of the record when it last answered, when that matters to the
+    # next run (MailerLite: "unsubscribed", which a push must not undo). None: nothing to note.
+    remote_status: str | None = Field(default=None, max_length=40)
     pushed_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 

@@ -10,9 +10,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def global_limit_name(provider: str, account: str) -> str:
-    """The Prefect global concurrency limit that carries one provider account's cap."""
-    return f"syncflows-{slug(f'{provider}-{account}')}"
+def global_limit_name(provider: str, account: str, lane: str | None = None) -> str:
+    """The Prefect global concurrency limit that carries one provider account's cap, or the
+    cap of one `lane` of its requests (MailerLite's imports) when the provider has another."""
+    parts = [provider, account] if lane is None else [provider, account, lane]
+    return f"syncflows-{slug('-'.join(parts))}"
 
 
 def artifact_key(provider: str, account: str, what: str) -> str:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -304,11 +304,27 @@ def push_hashes(
     return dict(session.exec(query).all())
 
 
+def remote_statuses(session: Session, provider: str, account: str) -> dict[str, str]:
+    """The provider's last noted status per record key, for records that have one."""
+    query = select(PushState.record_key, PushState.remote_status).where(
+        PushState.provider == provider,
+        PushState.account == account,
+        col(PushState.remote_status).is_not(None),
+    )
+    return {key: status for key, status in session.exec(query).all() if status is not None}
+
+
 def save_push_state(
-    session: Session, provider: str, account: str, rows: Sequence[tuple[str, str | None, str]]
+    session: Session,
+    provider: str,
+    account: str,
+    rows: Sequence[tuple[str, str | None, str]],
+    remote_status: Mapping[str, str] | None = None,
 ) -> None:
-    """Record pushes as (record_key, remote_id, payload_hash), in the caller's transaction."""
+    """Record pushes as (record_key, remote_id, payload_hash), in the caller's transaction;
+    `remote_status` notes the provider's status of some of them (the others get none)."""
     now = utcnow()
+    noted = remote_status or {}
     upsert(
         session,
         PushState,
@@ -319,6 +335,7 @@ def save_push_state(
                 "record_key": key,
                 "remote_id": remote,
                 "payload_hash": digest,
+                "remote_status": noted.get(key),
                 "pushed_at": now,
             }
             for key, remote, digest in rows

@@ -102,12 +102,16 @@ class ProviderSettings(BaseSettings):
 
     provider: ClassVar[str]
     required: ClassVar[tuple[str, ...]] = ("api_key",)
+    lanes: ClassVar[tuple[str, ...]] = ()  # requests with a cap of their own, besides the account's
 
     api_key: SecretStr | None = None
     api_key_block: str | None = None
     base_url: str
     account: str = "default"
     rate_per_second: float | None = None  # None: no request-rate cap
+    # Pace below the cap by this fraction: slack for arrival jitter within the provider's
+    # window (2 %: 20 ms in a one-second window).
+    rate_margin: float = Field(default=0.02, ge=0.0, le=0.5)
     max_in_flight: int = Field(default=8, ge=1)
 
     def env_name(self, field: str) -> str:
@@ -157,9 +161,24 @@ class MailerLiteSettings(ProviderSettings):
     provider: ClassVar[str] = "mailerlite"
     model_config = _base_config("MAILER_LITE_")
     required: ClassVar[tuple[str, ...]] = ("api_key", "group_id")
+    lanes: ClassVar[tuple[str, ...]] = ("imports",)
     base_url: str = "https://connect.mailerlite.com/api"
     group_id: str | None = None
     rate_per_second: float | None = 2.0
+    # The window is a minute: 0.5 % is 0.3 s of slack in it, as much as 2 % gives 10/s caps.
+    rate_margin: float = Field(default=0.005, ge=0.0, le=0.5)
+    # No documented connection cap; room for every lane of a push (flows/mailerlite/flow.py),
+    # so an import never waits for a single upsert to come back before it may start.
+    max_in_flight: int = Field(default=12, ge=1)
+    # Batches made only of upserts are imports: 5 per minute on top of the 120 (§1.6).
+    imports_per_minute: float = Field(default=5.0, gt=0)
+    # The production-user rule's email half (the flags are the other): comma-separated
+    # case-insensitive globs. Defaults: `+test` / `+demo` sub-addresses, `test.` domains, the
+    # example domains and the .test/.invalid/.localhost top-level domains (RFC 2606).
+    excluded_emails: str = (
+        "*+test@*,*+demo@*,*@test.*,*@example.com,*@example.org,*@example.net,"
+        "*.test,*.invalid,*.localhost"
+    )
 
 
 class BrevoSettings(ProviderSettings):

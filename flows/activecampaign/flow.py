@@ -59,7 +59,7 @@ from flows.activecampaign.store import (
     store_values,
     unseen,
 )
-from shared.db import ensure_schema, session_scope
+from shared.db import ensure_schema, in_thread, session_scope
 from shared.flowkit import fan_out, io_task, sync_flow
 from shared.http import provider_client
 from shared.models import utcnow
@@ -151,12 +151,7 @@ class Sync:
 
     def read(self, work: Callable[[Session], T]) -> Awaitable[T]:
         """Run `work(session)` in one transaction off the event loop (reads, cursor moves)."""
-
-        def transaction() -> T:
-            with session_scope(self.url) as session:
-                return work(session)
-
-        return asyncio.to_thread(transaction)
+        return in_thread(self.url, work)
 
     def store(
         self,

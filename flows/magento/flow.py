@@ -51,7 +51,7 @@ from flows.magento.store import (
     store_orders,
     watermark,
 )
-from shared.db import ensure_schema, session_scope
+from shared.db import ensure_schema, in_thread, session_scope
 from shared.flowkit import fan_out, io_task, sync_flow
 from shared.http import provider_client
 from shared.observability import get_logger
@@ -108,12 +108,7 @@ class Sync:
 
     def write(self, work: Callable[[Session], T]) -> Awaitable[T]:
         """Run `work(session)` in one transaction, off the event loop."""
-
-        def transaction() -> T:
-            with session_scope(self.url) as session:
-                return work(session)
-
-        return asyncio.to_thread(transaction)
+        return in_thread(self.url, work)
 
     def take_page(self) -> bool:
         """Count a page against `max_pages` before asking for it; False when none is left.

@@ -366,3 +366,16 @@ async def test_wrong_methods_and_unknown_routes_answer_like_laravel() -> None:
         {"message": "The route api/campaigns could not be found."},
     )
     assert wrong.status_code == 405
+
+
+async def test_group_counts_follow_subscribers_as_they_change() -> None:
+    sandbox = account()
+    group = sandbox.add_group("Counted")
+    async with in_process(sandbox) as client:
+        for email in ("a@example.com", "b@example.com", "c@example.com"):
+            await client.post("/api/subscribers", json={"email": email, "groups": [group]})
+        await client.post("/api/subscribers", json={"email": "a@example.com", "groups": [group]})
+        sandbox.unsubscribe("b@example.com")
+        groups = (await client.get("/api/groups", params={"limit": 100})).json()["data"]
+    counted = next(g for g in groups if g["id"] == group)
+    assert (counted["active_count"], counted["unsubscribed_count"]) == (2, 1)

@@ -71,6 +71,19 @@ def test_demo_twice_shows_the_incremental_run(tmp_path: Path) -> None:
         "1",
         "1",
     )
+    # MailerLite: 300 users, 288 of them production (2 with invalid addresses); then only
+    # those 2 are sent again.
+    ml_first, ml_second = _row(first_output, "mailerlite"), _row(second_output, "mailerlite")
+    assert (ml_first["records_read"], ml_first["created"], ml_first["failed"]) == (
+        "288",
+        "286",
+        "2",
+    )
+    assert (ml_second["unchanged"], ml_second["failed"], ml_second["requests"]) == (
+        "286",
+        "2",
+        "2",
+    )
     status = _syncflows("status", env=env)
     assert "selfcheck / default" in status
     assert "runs       2 (100% succeeded" in status

@@ -257,3 +257,28 @@ def test_runtime_credentials_are_registered_for_redaction() -> None:
     secrets = registered_secrets()
     assert {"rt-oauth-77a1c9", "basic-pass-31337"} <= secrets
     assert base64.b64encode(b"user:basic-pass-31337").decode() in secrets
+
+
+async def test_a_lane_paces_its_requests_and_a_429_slows_it_too(make_client) -> None:
+    client, sleeps, seen = make_client(
+        [
+            httpx.Response(200, json={}),
+            httpx.Response(429, headers={"Retry-After": "2"}),
+            httpx.Response(200, json={}),
+            httpx.Response(200, json={}),
+        ],
+        rate=100,
+    )
+    imports = Limiter(
+        LimitSpec("acme-imports", rate_per_second=1.0), clock=sleeps.clock, sleep=sleeps
+    )
+    await client.request("POST", "/batch", lanes=[imports])
+    await client.request("POST", "/batch", lanes=[imports])  # 429, then its retry
+    assert len(seen) == 3
+    assert imports.throttles == client.limiter.throttles == 1
+    # One import slot a second: the second request waited ~1 s for it, and its retry waited
+    # for the Retry-After and then the lane's halved pace (2 s a slot).
+    assert sleeps.waits[0] == pytest.approx(1.02 - imports.tolerance)
+    assert sum(sleeps.waits) >= 1.0 + 2.0
+    await client.request("GET", "/contacts")  # no lane: only the account's pace
+    assert len(seen) == 4

@@ -94,6 +94,28 @@ async def test_concurrent_starts_are_spaced_by_the_interval() -> None:
     assert sum(1 for t in starts if t < starts[0] + 1.0) == 10
 
 
+async def test_a_first_start_does_not_queue_and_the_pace_still_holds() -> None:
+    """Twenty requests queue; one arriving later with `first` starts within two intervals,
+    and all 21 starts keep the spacing."""
+    fake = FakeTime()
+    limiter = Limiter(LimitSpec("x", rate_per_second=10), clock=fake.clock, sleep=fake.sleep)
+    starts: list[tuple[float, str]] = []
+
+    async def request(name: str, first: bool = False, after: float = 0.0) -> None:
+        await fake.sleep(after)
+        asked = fake.now
+        async with limiter.slot(first=first):
+            starts.append((fake.now, name))
+            if first:
+                assert fake.now - asked <= 2 * limiter.interval + 1e-9
+
+    await fake.drive(*(request(f"q{i}") for i in range(20)), request("lane", True, 0.55))
+    times = [t for t, _ in starts]
+    assert [name for _, name in starts].index("lane") < 10
+    assert tightest_eleven(times) >= 1.01 - 1e-9
+    assert busiest_second(times) == 10
+
+
 async def test_event_loop_lag_does_not_add_up() -> None:
     """Every wake-up 5 ms late (a busy loop) still yields the full pace, not 1 per 107 ms."""
     fake = FakeTime()

@@ -1,0 +1,1 @@
+"""MailerLite push: production users become subscribers of one group (see `flow`)."""
