@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 from sqlmodel import Session
 
-from flows.mailerlite.api import MAX_BATCH, Answer, MailerLite
+from flows.mailerlite.api import INACTIVE_STATUSES, MAX_BATCH, Answer, MailerLite
 from flows.mailerlite.store import (
     PROVIDER,
     Pending,
@@ -228,7 +228,7 @@ async def _record(push: Push, results: list[tuple[Pending, Answer]]) -> None:
     if any(key.startswith(("fields.", "groups.")) for _, a in results for key in a.invalid_keys()):
         await push.write(lambda s: forget_field_keys(s, push.account))
     for item, answer in results:
-        if answer.ok and answer.status in ("unsubscribed", "bounced", "junk"):
+        if answer.ok and answer.status in INACTIVE_STATUSES:
             get_logger().info("user %d skipped: %s", item.user_id, skip_reason(answer.status))
     push.done += len(results)
     await push.run.progress(push.done, push.total)
@@ -261,7 +261,9 @@ async def push_chunk(push: Push, chunk: list[Pending]) -> None:
                 done = []
         await _record(push, done)
 
-    await asyncio.gather(import_lane(), *(single_lane() for _ in range(SINGLE_LANES)))
+    # In a task group: a lane that fails stops the others, so a retry never races them.
+    lanes = [import_lane, *[single_lane] * SINGLE_LANES]
+    await fan_out(lanes, lambda lane: lane(), limit=len(lanes))
 
 
 def chunks(items: list[T], size: int) -> list[list[T]]:
