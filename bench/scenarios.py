@@ -17,6 +17,7 @@ from typing import Any
 from sqlmodel import select
 
 from bench.activecampaign import SCENARIOS as ACTIVECAMPAIGN
+from bench.brevo import SCENARIOS as BREVO
 from bench.harness import BenchResult, Scenario, warm_prefect
 from bench.magento import SCENARIOS as MAGENTO
 from bench.mailerlite import SCENARIOS as MAILERLITE
@@ -161,5 +162,6 @@ SCENARIOS = {
         *ACTIVECAMPAIGN,
         *MAGENTO,
         *MAILERLITE,
+        *BREVO,
     )
 }

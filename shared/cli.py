@@ -55,11 +55,14 @@ def run_demo() -> list[dict[str, Any]]:
     # cores, past Prefect's 20 s default (prefect-notes §1). Set before Prefect is imported.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows.activecampaign.flow import activecampaign_sync
+    from flows.brevo.flow import brevo_sync
     from flows.magento.flow import magento_sync
     from flows.mailerlite.flow import mailerlite_sync
     from flows.selfcheck import selfcheck_sync
     from sandbox.activecampaign import create_app as activecampaign_app
+    from sandbox.app_customers import seed_customers
     from sandbox.app_users import seed_users
+    from sandbox.brevo import create_app as brevo_app
     from sandbox.magento import create_app as magento_app
     from sandbox.mailerlite import create_app as mailerlite_app
     from sandbox.selfcheck import create_app
@@ -82,7 +85,7 @@ def run_demo() -> list[dict[str, Any]]:
         rows.append(asyncio.run(magento_sync()).row())
     # 300 application users (seeded once, so a second demo has nothing to send), a few of them
     # demo/test accounts or invalid addresses; MailerLite's limits 20 times faster than real.
-    if not _has_users(settings.database_url):
+    if not _count(settings.database_url, "users"):
         seed_users(settings.database_url, 300, seed=1, invalid_share=0.01)
     mailerlite = mailerlite_app(key, scale=DEMO_SCALE)
     group = mailerlite.state.sandbox.add_group("App users")
@@ -95,16 +98,27 @@ def run_demo() -> list[dict[str, Any]]:
             MAILER_LITE_IMPORTS_PER_MINUTE=str(5 * DEMO_SCALE),
         )
         rows.append(asyncio.run(mailerlite_sync()).row())
+    # 200 customers (seeded once), 80 % opted in: enough for one bulk import.
+    if not _count(settings.database_url, "customers"):
+        seed_customers(settings.database_url, 200, seed=1)
+    with serve(brevo_app(key, import_seconds=0.5)) as base_url:
+        os.environ.update(
+            BREVO_BASE_URL=f"{base_url}/v3",
+            BREVO_API_KEY=key,
+            BREVO_LIST_ID="2",
+            BREVO_DEFAULT_COUNTRY="NL",
+        )
+        rows.append(asyncio.run(brevo_sync()).row())
     return rows
 
 
-def _has_users(url: str) -> bool:
+def _count(url: str, table: str) -> int:
     import sqlalchemy as sa
 
     from shared.db import get_engine
 
     with get_engine(url).connect() as connection:
-        return bool(connection.scalar(sa.text("SELECT COUNT(*) FROM users")))
+        return int(connection.scalar(sa.text(f"SELECT COUNT(*) FROM {table}")) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

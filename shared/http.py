@@ -127,6 +127,23 @@ def provider_message(response: httpx.Response) -> str:
     return body_message(body)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A provider's answer to one write, refusals included: its status and decoded body."""
+
+    code: int
+    body: Any
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def message(self) -> str:
+        """The provider's own words (for a refusal's `sync_failure`)."""
+        return body_message(self.body)
+
+
 def body_message(body: Any) -> str:
     """The provider's own error text in a decoded body (a response's, or a batch item's)."""
     parts: list[str] = []

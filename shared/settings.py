@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -186,10 +186,17 @@ class BrevoSettings(ProviderSettings):
 
     provider: ClassVar[str] = "brevo"
     model_config = _base_config("BREVO_")
-    required: ClassVar[tuple[str, ...]] = ("api_key", "list_id")
+    required: ClassVar[tuple[str, ...]] = ("api_key",)
     base_url: str = "https://api.brevo.com/v3"
-    list_id: int | None = None
+    list_id: int | None = None  # the seed's BREVO_LIST_ID: optional
     rate_per_second: float | None = 10.0
+    # What happens to a pushed customer who opts out: leave the list, be blacklisted, nothing.
+    opt_out: Literal["unlink", "blacklist", "none"] = "unlink"
+    # For phones written without a country code (ISO 3166 alpha-2, e.g. NL); none: such a
+    # phone cannot be normalised and the contact goes without SMS, with a warning.
+    default_country: str | None = None
+    # This many changed customers or more go through one bulk import instead of upserts.
+    import_threshold: int = Field(default=100, ge=1)
 
 
 class MailchimpSettings(ProviderSettings):

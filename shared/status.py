@@ -7,6 +7,7 @@ schedule and next scheduled run.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,9 @@ _LATEST = sa.text("SELECT * FROM sync_run_latest").columns(
     started_at=UTCDateTime(), finished_at=UTCDateTime()
 )
 _STATS = sa.text("SELECT * FROM sync_run_stats")
+# Cursor streams that are state, not positions: shown their own way, or not at all.
+RECONCILIATION = "reconciliation"
+NOT_CURSORS = frozenset({RECONCILIATION, "field_keys"})
 # The seed's `SyncStatus` rows (Magento), read as rows: shared code does not import a flow.
 _MAGENTO = sa.text("SELECT * FROM magento_sync_status ORDER BY account, sync_type").columns(
     last_sync_at=UTCDateTime(), updated_at=UTCDateTime()
@@ -168,7 +172,9 @@ def format_status(statuses: list[AccountStatus], database: str) -> str:
                 f"created {row['total_created']}, duplicates {row['total_duplicates']}, "
                 f"errors {row['total_errors']}"
             )
-        cursors = ", ".join(f"{k}={v}" for k, v in sorted(s.cursors.items())) or "none"
+        lines += _reconciliation(s.cursors.get(RECONCILIATION))
+        shown = {k: v for k, v in s.cursors.items() if k not in NOT_CURSORS}
+        cursors = ", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "none"
         lines.append(f"  cursor     {cursors}")
         lines.append(
             f"  failures   {s.open_failures} open (retried next run), "
@@ -180,6 +186,19 @@ def format_status(statuses: list[AccountStatus], database: str) -> str:
             lines.append(f"  next run   {_when(s.next_run) if s.next_run else 'none scheduled'}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _reconciliation(saved: str | None) -> list[str]:
+    """A push flow's last reconciliation (Brevo's Clients Manager views), when it keeps one."""
+    if not saved:
+        return []
+    r = json.loads(saved)
+    return [
+        f"  reconcile  at {r['at'][:19].replace('T', ' ')} UTC: customers {r['source']}, "
+        f"contacts {r['brevo']}, matched {r['matched']}, unmatched {r['unmatched']}, "
+        f"only in the provider {r['brevo_only']}",
+        f"  opted in   total {r['total']}, synced {r['synced']}, pending {r['pending']}",
+    ]
 
 
 def _known(value: Any) -> str:

@@ -17,10 +17,10 @@ API facts: `shared/api/push-providers.md` §1 (cited "push §1.x"). Base URL
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from shared.http import HttpClient, ProviderHTTPError, body_message
+from shared.http import Answer as ProviderAnswer
+from shared.http import HttpClient, ProviderHTTPError
 from shared.limits import Limiter
 
 MAX_BATCH = 50  # push §1.6
@@ -29,16 +29,8 @@ PAGE_LIMIT = 100  # fields and groups per page
 INACTIVE_STATUSES = frozenset({"unsubscribed", "bounced", "junk"})
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(ProviderAnswer):
     """MailerLite's answer to one upsert, from its own request or from inside a batch."""
-
-    code: int
-    body: Any
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
 
     @property
     def subscriber(self) -> dict[str, Any]:
@@ -49,10 +41,6 @@ class Answer:
     def status(self) -> str | None:
         status = self.subscriber.get("status")
         return status if isinstance(status, str) else None
-
-    @property
-    def message(self) -> str:
-        return body_message(self.body)
 
     def invalid_keys(self) -> list[str]:
         """The attributes a 422 names (`email`, `fields.x`, `groups.0`, …)."""

@@ -84,6 +84,13 @@ def test_demo_twice_shows_the_incremental_run(tmp_path: Path) -> None:
         "2",
         "2",
     )
+    # Brevo: 200 customers, 157 opted in, one bulk import; then nothing to send.
+    br_first, br_second = _row(first_output, "brevo"), _row(second_output, "brevo")
+    assert (br_first["created"], br_second["unchanged"], br_second["requests"]) == (
+        "157",
+        "157",
+        "1",
+    )
     status = _syncflows("status", env=env)
     assert "selfcheck / default" in status
     assert "runs       2 (100% succeeded" in status

@@ -1,0 +1,1 @@
+"""Brevo push: opted-in customers become contacts, their ids written back (see `flow`)."""
