@@ -29,6 +29,7 @@ from sandbox.server import listening_socket
 SANDBOXES: dict[str, str] = {
     "activecampaign": "sandbox.activecampaign:create_app",
     "mailerlite": "sandbox.mailerlite:create_app",
+    "mailchimp": "sandbox.mailchimp:create_app",
     "brevo": "sandbox.brevo:create_app",
     "magento": "sandbox.magento:create_app",
     "selfcheck": "sandbox.selfcheck:create_app",

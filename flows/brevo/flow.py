@@ -56,6 +56,7 @@ from shared.settings import BrevoSettings, load_provider_settings, load_settings
 
 IMPORT_BYTES = 8_000_000  # per import body: Brevo takes 10 MB and advises ~8 (push §2.5)
 POLL_SECONDS = (1, 2, 4, 8, 15, 30, 60)  # then every 60 s: 100 process reads an hour (§2.7)
+IMPORT_WAIT_SECONDS = 30 * 60  # half the hourly schedule
 UPSERTS_AT_ONCE = 8
 WELCOME = ("USED_WELCOME_OFFER", "boolean")  # FIRSTNAME, LASTNAME, SMS exist by default
 
@@ -229,12 +230,16 @@ async def import_part(push: Push, items: list[tuple[Wanted, str]]) -> list[tuple
 
 
 async def wait_for(brevo: Brevo, process: int) -> None:
-    """Poll the import's process until it is completed (sparingly: §2.7)."""
-    for attempt in range(10_000):
-        await asyncio.sleep(POLL_SECONDS[min(attempt, len(POLL_SECONDS) - 1)])
+    """Poll the import's process until it is completed (sparingly: §2.7), at most
+    `IMPORT_WAIT_SECONDS`; the next run sends whatever a stuck import did not take."""
+    waited, attempt = 0.0, 0
+    while waited < IMPORT_WAIT_SECONDS:
+        pause = POLL_SECONDS[min(attempt, len(POLL_SECONDS) - 1)]
+        await asyncio.sleep(pause)
+        waited, attempt = waited + pause, attempt + 1
         if await brevo.process_status(process) == "completed":
             return
-    raise TimeoutError(f"Brevo import process {process} did not complete")
+    raise TimeoutError(f"Brevo import process {process} did not complete in {waited:.0f} s")
 
 
 async def send(push: Push, items: list[tuple[Wanted, str]], bulk: bool) -> None:

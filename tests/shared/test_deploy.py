@@ -109,6 +109,7 @@ def test_make_deploy_then_a_worker_runs_a_deployment_with_parameters(
             "DATABASE_URL": f"sqlite:///{tmp_path}/state.db",
             "SELFCHECK_BASE_URL": sandbox_url,
             "SELFCHECK_API_KEY": "e2e-key-2718281828",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",  # the default 10 s poll is idle test time
         }
         _run(["make", "deploy"], env)
         first = asyncio.run(_read_state(env))
