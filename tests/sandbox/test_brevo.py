@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +16,7 @@ from sandbox.brevo import ApiError, BrevoSandbox, create_app, stamp
 from sandbox.limits import RateLimit
 from sandbox.registry import create_app as registry_app
 from tests.sandbox.conftest import connected
+from tests.support import openapi
 
 KEY = "xkeysib-test-key"
 AUTH = {"api-key": KEY}
@@ -58,14 +59,6 @@ def ids(response: httpx.Response) -> list[int]:
 
 # Served null though the spec's string lacks `nullable` (assumed: no export behind an import).
 NULLABLE = {("getProcess", "export_url")}
-JSON_TYPES: dict[str, Callable[[Any], bool]] = {
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-}
-
-
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -90,61 +83,8 @@ def definitions() -> Defs:
     return copied
 
 
-def merged(schema: dict[str, Any], defs: Defs) -> dict[str, Any]:
-    """An `allOf` as one object schema: its parts' properties and required keys together."""
-    properties, required = dict(schema.get("properties", {})), list(schema.get("required", []))
-    for part in schema["allOf"]:
-        if "$ref" in part:
-            part = defs[part["$ref"].rsplit("/", 1)[-1]]
-        if "allOf" in part:
-            part = merged(part, defs)
-        properties.update(part.get("properties", {}))
-        required += part.get("required", [])
-    return {"type": "object", "properties": properties, "required": required}
-
-
-def violations(
-    value: Any, schema: dict[str, Any], defs: Defs, where: str = "$", name: str = ""
-) -> list[str]:
-    """Where `value` breaks `schema`: required keys, JSON types, enums, nulls, and keys the
-    spec lacks (an object schema without properties is free-form, e.g. `attributes`)."""
-    if "$ref" in schema:
-        ref = schema["$ref"].rsplit("/", 1)[-1]
-        return violations(value, defs[ref], defs, where, ref)
-    if "allOf" in schema:
-        return violations(value, merged(schema, defs), defs, where, name)
-    if "oneOf" in schema:
-        options = [violations(value, option, defs, where, name) for option in schema["oneOf"]]
-        return [] if [] in options else [f"{where}: matches no oneOf option: {options}"]
-    if "enum" in schema and value not in schema["enum"]:
-        return [f"{where}: {value!r} is not one of {schema['enum']}"]
-    kind = schema.get("type", "object")
-    if kind == "array":
-        if not isinstance(value, list):
-            return [f"{where}: not an array"]
-        items = schema.get("items", {})
-        return [p for n, v in enumerate(value) for p in violations(v, items, defs, f"{where}[{n}]")]
-    if kind != "object":
-        return [] if JSON_TYPES[kind](value) else [f"{where}: {value!r} is not {kind}"]
-    if not isinstance(value, dict):
-        return [f"{where}: not an object"]
-    required, properties = set(schema.get("required", ())), schema.get("properties", {})
-    problems = [f"{where}.{key}: required, missing" for key in sorted(required - set(value))]
-    for key, item in value.items():
-        at = f"{where}.{key}"
-        if item is None:
-            if (name, key) not in NULLABLE:
-                problems.append(f"{at}: null")
-        elif key in properties:
-            problems += violations(item, properties[key], defs, at)
-        elif properties:
-            problems.append(f"{at}: not in {name or 'the schema'}")
-    return problems
-
-
-def check(value: Any, schema: str, defs: Defs) -> None:
-    """Assert that `value` is a valid `schema` of the spec's components."""
-    assert violations(value, {"$ref": f"#/components/schemas/{schema}"}, defs) == []
+violations = partial(openapi.violations, nullable=NULLABLE)
+check = partial(openapi.check, nullable=NULLABLE)
 
 
 def test_the_validator_catches_what_the_spec_forbids(definitions: Defs) -> None:

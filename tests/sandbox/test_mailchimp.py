@@ -8,7 +8,7 @@ import gzip
 import io
 import json
 import tarfile
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,6 +20,7 @@ import yaml
 from sandbox.mailchimp import MailchimpSandbox, create_app, subscriber_hash
 from sandbox.registry import create_app as registry_app
 from tests.sandbox.conftest import Connect, connected
+from tests.support import openapi
 
 KEY = "f0e1d2c3b4a5968778695a4b3c2d1e0f-us19"
 CLIENT_ID, CLIENT_SECRET = "client-1", "secret-1"
@@ -75,12 +76,6 @@ def is_problem(response: httpx.Response, status: int, title: str | None = None) 
 # ---- the copied OpenAPI schemas ------------------------------------------------------------------
 
 EXTRA = {("Problem Detail Document", "errors")}  # push §3.12: validation errors add `errors`
-JSON_TYPES: dict[str, Callable[[Any], bool]] = {
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-}
 
 
 def without_examples(schema: Any, in_properties: bool = False) -> Any:
@@ -110,42 +105,8 @@ def definitions() -> Defs:
     return copied
 
 
-def violations(
-    value: Any, schema: dict[str, Any], defs: Defs, where: str = "$", name: str = ""
-) -> list[str]:
-    """Where `value` breaks `schema`: JSON types, enums, required keys, nulls, and keys the
-    spec lacks (an object schema without properties is free-form, e.g. `merge_fields`)."""
-    if "$ref" in schema:
-        ref = schema["$ref"].rsplit("/", 1)[-1]
-        return violations(value, defs[ref], defs, where, ref)
-    if "enum" in schema and value not in schema["enum"]:
-        return [f"{where}: {value!r} is not one of {schema['enum']}"]
-    kind = schema.get("type", "object")
-    if kind == "array":
-        if not isinstance(value, list):
-            return [f"{where}: not an array"]
-        items = schema.get("items", {})
-        return [p for n, v in enumerate(value) for p in violations(v, items, defs, f"{where}[{n}]")]
-    if kind != "object":
-        return [] if JSON_TYPES[kind](value) else [f"{where}: {value!r} is not {kind}"]
-    if not isinstance(value, dict):
-        return [f"{where}: not an object"]
-    required, properties = set(schema.get("required", ())), schema.get("properties", {})
-    problems = [f"{where}.{key}: required, missing" for key in sorted(required - set(value))]
-    for key, item in value.items():
-        at = f"{where}.{key}"
-        if item is None:
-            problems.append(f"{at}: null")
-        elif key in properties:
-            problems += violations(item, properties[key], defs, at)
-        elif properties and (name, key) not in EXTRA:
-            problems.append(f"{at}: not in {name or 'the schema'}")
-    return problems
-
-
-def check(value: Any, schema: str, defs: Defs) -> None:
-    """Assert that `value` is a valid `schema` of the spec's components."""
-    assert violations(value, {"$ref": f"#/components/schemas/{schema}"}, defs) == []
+violations = partial(openapi.violations, extra=EXTRA)
+check = partial(openapi.check, extra=EXTRA)
 
 
 def test_the_validator_catches_what_the_spec_forbids(definitions: Defs) -> None:
