@@ -20,6 +20,7 @@ from bench.activecampaign import SCENARIOS as ACTIVECAMPAIGN
 from bench.brevo import SCENARIOS as BREVO
 from bench.harness import BenchResult, Scenario, warm_prefect
 from bench.magento import SCENARIOS as MAGENTO
+from bench.mailchimp import SCENARIOS as MAILCHIMP
 from bench.mailerlite import SCENARIOS as MAILERLITE
 from flows.selfcheck import BAD_RECORD, demo_records, payload, selfcheck_sync
 from sandbox.selfcheck import create_app
@@ -163,5 +164,6 @@ SCENARIOS = {
         *MAGENTO,
         *MAILERLITE,
         *BREVO,
+        *MAILCHIMP,
     )
 }

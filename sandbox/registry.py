@@ -66,10 +66,14 @@ def endpoint(path: str) -> str:
     return _API_PREFIX.sub("", path).strip("/").split("/")[0]
 
 
+# Hex ids: Mailchimp's list and batch ids (10 characters) and subscriber hashes (32).
+_HEX_ID = re.compile(r"^(?=.*\d)[0-9a-f]{8,}$")
+
+
 def route(path: str) -> str:
-    """The path after any `/api[/<version>]` prefix with numeric ids as `{id}`."""
+    """The path after any `/api[/<version>]` prefix with numeric and hex ids as `{id}`."""
     parts = _API_PREFIX.sub("", path).strip("/").split("/")
-    return "/".join("{id}" if part.isdigit() else part for part in parts)
+    return "/".join("{id}" if part.isdigit() or _HEX_ID.match(part) else part for part in parts)
 
 
 def request_stats(log: Iterable[LogEntry]) -> dict[str, Any]:

@@ -309,6 +309,21 @@ class HttpClient:
             ) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
+    async def download(self, url: str) -> bytes:
+        """GET an absolute URL that needs no credentials (a result file on a CDN, Mailchimp's
+        batch results): sent without this client's headers and auth, because credentials
+        must never reach another host. Not paced: it is not the provider's API."""
+        self.requests += 1
+        async with httpx.AsyncClient(timeout=self._client.timeout, follow_redirects=True) as bare:
+            try:
+                response = await bare.get(url)
+            except httpx.TransportError as exc:
+                message = f"{type(exc).__name__}: {exc}"
+                raise ProviderError(self.provider, "GET", url, message) from None
+        if response.status_code >= 400:
+            raise self._error(ProviderError, "GET", url, response)
+        return response.content
+
     async def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET and decode JSON (a malformed body counts as a retryable failure)."""
         response = await self.request("GET", path, params=params, parse_json=True)

@@ -136,6 +136,9 @@ class PushState(SQLModel, table=True):
     # What the provider said of the record when it last answered, when that matters to the
     # next run (MailerLite: "unsubscribed", which a push must not undo). None: nothing to note.
     remote_status: str | None = Field(default=None, max_length=40)
+    # What was sent, where the next push must know it (Mailchimp: the tags, so one removed in
+    # the application is made inactive, and the email, whose member a later email replaces).
+    pushed: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONType))
     pushed_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 

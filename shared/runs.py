@@ -320,11 +320,14 @@ def save_push_state(
     account: str,
     rows: Sequence[tuple[str, str | None, str]],
     remote_status: Mapping[str, str] | None = None,
+    pushed: Mapping[str, dict[str, Any]] | None = None,
 ) -> None:
     """Record pushes as (record_key, remote_id, payload_hash), in the caller's transaction;
-    `remote_status` notes the provider's status of some of them (the others get none)."""
+    `remote_status` notes the provider's status of some of them, `pushed` what was sent of
+    some of them (the others get none of either)."""
     now = utcnow()
     noted = remote_status or {}
+    sent = pushed or {}
     upsert(
         session,
         PushState,
@@ -336,6 +339,7 @@ def save_push_state(
                 "remote_id": remote,
                 "payload_hash": digest,
                 "remote_status": noted.get(key),
+                "pushed": sent.get(key),
                 "pushed_at": now,
             }
             for key, remote, digest in rows

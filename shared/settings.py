@@ -12,6 +12,7 @@ variable is named in one `MissingConfiguration` error.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -125,10 +126,10 @@ class ProviderSettings(BaseSettings):
             return alias
         return f"{self.model_config.get('env_prefix', '')}{field}".upper()
 
-    def missing(self) -> list[str]:
-        """Environment names of required settings that have no value."""
+    def missing(self, fields: Sequence[str] | None = None) -> list[str]:
+        """Environment names of required settings (or of `fields`) that have no value."""
         names = []
-        for field in self.required:
+        for field in self.required if fields is None else fields:
             value = getattr(self, field)
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
@@ -200,19 +201,34 @@ class BrevoSettings(ProviderSettings):
 
 
 class MailchimpSettings(ProviderSettings):
-    """Mailchimp: OAuth app credentials; no rate quota, 10 simultaneous connections (§3.11)."""
+    """Mailchimp: no rate quota, 10 simultaneous connections per account (push §3.11).
+
+    The flow needs only `MAILCHIMP_TOKEN_KEYS` (to decrypt the connections' credentials); the
+    OAuth app's `MAILCHIMP_CLIENT_ID`, `_CLIENT_SECRET` and `_REDIRECT_URI` are needed by
+    `syncflows mailchimp connect` alone. `account` is unused: each connection is its own
+    account, named by Mailchimp's account id.
+    """
 
     provider: ClassVar[str] = "mailchimp"
     model_config = _base_config("MAILCHIMP_")
-    required: ClassVar[tuple[str, ...]] = ("client_id", "client_secret", "redirect_uri")
+    required: ClassVar[tuple[str, ...]] = ("token_keys",)
+    oauth_required: ClassVar[tuple[str, ...]] = ("client_id", "client_secret", "redirect_uri")
+    # For API-key connections (push §3.1: the data centre is the key's suffix).
     base_url: str = "https://{dc}.api.mailchimp.com/3.0"
+    login_url: str = "https://login.mailchimp.com"
     client_id: str | None = None
     client_secret: SecretStr | None = None
     client_secret_block: str | None = None
     redirect_uri: str | None = Field(
         default=None, validation_alias=AliasChoices("MAILCHIMP_REDIRECT_URI", "REDIRECT_URI")
     )
-    max_in_flight: int = Field(default=10, ge=1)
+    # Fernet keys for the stored credentials, comma-separated, newest first (shared.crypto).
+    token_keys: SecretStr | None = None
+    token_keys_block: str | None = None
+    max_in_flight: int = Field(default=10, ge=1, le=10)
+    # Deleting a contact archives its member (push §3.5); true forgets it for good instead,
+    # after which Mailchimp refuses the address forever.
+    permanent_delete: bool = False
 
 
 class ActiveCampaignSettings(ProviderSettings):

@@ -34,6 +34,7 @@ async def test_the_seed_variable_names_are_accepted(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MAILCHIMP_CLIENT_ID", "client-1")
     monkeypatch.setenv("MAILCHIMP_CLIENT_SECRET", "mc-secret-abcdef")
     monkeypatch.setenv("REDIRECT_URI", "https://app.example.com/oauth/callback")
+    monkeypatch.setenv("MAILCHIMP_TOKEN_KEYS", "mc-keys-abcdef")
     monkeypatch.setenv("MAGENTO_BASE_URL", "https://shop.example.com")
     monkeypatch.setenv("MAGENTO_ACCESS_TOKEN", "mg-token-abcdef")
 
@@ -55,6 +56,7 @@ async def test_the_seed_variable_names_are_accepted(monkeypatch: pytest.MonkeyPa
         "xkeysib-abcdef",
         "ac-key-abcdef",
         "mc-secret-abcdef",
+        "mc-keys-abcdef",
         "mg-token-abcdef",
     } <= registered_secrets()
 

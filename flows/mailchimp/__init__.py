@@ -1,0 +1,1 @@
+"""Mailchimp push: per-owner connections, an outbox of contact changes, Sync Now."""

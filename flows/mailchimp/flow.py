@@ -1,0 +1,542 @@
+"""Contacts → each owner's Mailchimp audience: the outbox every minute, Sync Now on request.
+
+The seed (a PRD) mirrors every owner's contacts one way into the Mailchimp audience they chose.
+Each run, for every connection (or the one `owner` names):
+
+1. a connection never reconciled (just connected, or a new audience chosen) is reconciled in
+   full first; `full_sync` asks for that too (Sync Now), at most once an hour
+   (`flows.mailchimp.full`);
+2. the outbox is drained (`flows.mailchimp.outbox`): due events are claimed, collapsed per
+   contact and sent: `PUT` member with `status_if_new` (an existing member's status is never
+   forced), `POST …/tags` when tags changed, `DELETE` (archive) or `delete-permanent` for
+   deleted contacts (push §3.3 to §3.5). Failures wait 1 s, 2 s, 4 s… (at most 5 min) and the
+   run keeps draining while the next one is due within `WAIT_IN_RUN_SECONDS`; five failed
+   attempts pause the connection, and its next success resumes it.
+
+Every connection to one Mailchimp account shares that account's 10 simultaneous connections
+(push §3.11) through one limiter, held across workers by a Prefect global concurrency limit.
+Each connection's work is its own row in the run ledger (account `owner-<id>`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flows.mailchimp.api import PAGE, Mailchimp, is_permanent, subscriber_hash
+from flows.mailchimp.connections import (
+    PAUSED_NOTICE,
+    Connection,
+    claim_full_sync,
+    keyring,
+    load_connections,
+    mark_synced,
+    release_full_sync,
+    set_status,
+)
+from flows.mailchimp.full import (
+    FullPlan,
+    Known,
+    Member,
+    member_from,
+    permanent_detail,
+    plan_full,
+    read_known,
+    subscribe_chunks,
+    tag_operations,
+)
+from flows.mailchimp.members import PROVIDER, same_email, tag_changes
+from flows.mailchimp.outbox import (
+    CLAIM_SIZE,
+    Delete,
+    Done,
+    Event,
+    Failed,
+    Outcome,
+    Refused,
+    Round,
+    Upsert,
+    claim,
+    collapse,
+    drop_covered,
+    next_due,
+    record,
+    release,
+    save_done,
+    save_refused,
+)
+from shared.db import ensure_schema, in_thread
+from shared.flowkit import fan_out, io_task, sync_flow
+from shared.http import Answer, ProviderError, ProviderHTTPError, RetryPolicy
+from shared.models import utcnow
+from shared.names import artifact_key
+from shared.observability import get_logger
+from shared.runs import Counts, RunSummary, RunTracker, tracked_run
+from shared.settings import MailchimpSettings, Settings, load_provider_settings, load_settings
+
+CONNECTIONS_AT_ONCE = 4
+WAIT_IN_RUN_SECONDS = 30.0  # a retry due this soon is waited for; later ones are the next run's
+PAGES_AT_ONCE = 4
+SUBSCRIBES_AT_ONCE = 3
+RESULT_ROWS = 100
+
+
+class SyncNowRefused(RuntimeError):
+    """Sync Now was asked for within an hour of the previous one; says when it is allowed."""
+
+
+class ConnectionBroken(RuntimeError):
+    """Mailchimp refused the connection itself (credentials revoked, audience gone)."""
+
+
+@dataclass
+class Context:
+    """One connection's run: where to write, how to send, what happened."""
+
+    url: str
+    connection: Connection
+    run: RunTracker
+    mailchimp: Mailchimp
+    permanent_delete: bool
+    drainer: str = field(default_factory=lambda: uuid.uuid4().hex)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the run's artifact
+
+    def write(self, work: Any) -> Any:
+        return in_thread(self.url, work)
+
+    @property
+    def owner(self) -> str:
+        return self.connection.owner_id
+
+    @property
+    def account(self) -> str:
+        return self.connection.label
+
+
+# ---- sending one contact -------------------------------------------------------------------------
+
+
+def _refusal(contact_id: str, answer: Answer) -> Outcome:
+    if answer.code in (401, 404) or (answer.code == 403 and answer.body):
+        # 401/403: the token was revoked or the account closed; 404 on the member's own path
+        # (never for a PUT): the audience is gone. Both need the owner, not a retry.
+        raise ConnectionBroken(f"Mailchimp answered {answer.code}: {answer.message}")
+    if answer.code == 403 or answer.code >= 500 or answer.code == 429:
+        return Failed(contact_id, f"{answer.code}: {answer.message or 'no body'}")  # §3.11
+    return Refused(contact_id, answer.code, answer.message, answer.body, is_permanent(answer.body))
+
+
+async def _delete(mailchimp: Mailchimp, email: str, permanent: bool) -> Answer:
+    answer = await (mailchimp.forget(email) if permanent else mailchimp.archive(email))
+    return Answer(204, None) if answer.code == 404 else answer  # already gone: done
+
+
+async def send_upsert(ctx: Context, item: Upsert) -> Outcome:
+    want, before = item.want, item.before
+    mailchimp = ctx.mailchimp
+    if before is not None and before.email and not same_email(before.email, want.email):
+        moved = await _delete(mailchimp, before.email, ctx.permanent_delete)
+        if not moved.ok:
+            return _refusal(want.contact_id, moved)
+    answer = await mailchimp.upsert(want.email, want.merge_fields)
+    if not answer.ok:
+        return _refusal(want.contact_id, answer)
+    present = member_from(answer.body).tags if isinstance(answer.body, dict) else None
+    active, inactive = tag_changes(want.tags, before.tags if before else (), present)
+    if active or inactive:
+        tagged = await mailchimp.tag(want.email, active, inactive)
+        if not tagged.ok:
+            return _refusal(want.contact_id, tagged)
+    return Done(want.contact_id, want, created=before is None)
+
+
+async def send_delete(ctx: Context, item: Delete) -> Outcome:
+    answer = await _delete(ctx.mailchimp, item.email, ctx.permanent_delete)
+    return Done(item.contact_id, None) if answer.ok else _refusal(item.contact_id, answer)
+
+
+async def send_one(ctx: Context, item: Upsert | Delete) -> Outcome:
+    contact_id = item.want.contact_id if isinstance(item, Upsert) else item.contact_id
+    try:
+        if isinstance(item, Upsert):
+            return await send_upsert(ctx, item)
+        return await send_delete(ctx, item)
+    except ProviderHTTPError:
+        raise  # writes answer refusals; a refused read is a bug worth its traceback
+    except ProviderError as error:  # 5xx, transport, 429s the client gave up on: retry later
+        return Failed(contact_id, error.message)
+
+
+# ---- the outbox ----------------------------------------------------------------------------------
+
+
+@io_task()
+async def drain_round(ctx: Context, work: Round) -> bool:
+    """Send one claim's actions, record the outcomes; False when the connection paused."""
+    items: list[Upsert | Delete] = [*work.upserts, *work.deletes]
+    try:
+        outcomes = await fan_out(items, lambda item: send_one(ctx, item), limit=10)
+    except ConnectionBroken as broken:
+        reason = str(broken)
+
+        def stop(session: Any) -> None:
+            release(session, work.events)
+            set_status(session, ctx.owner, "error", reason)
+
+        await ctx.write(stop)
+        raise
+    recorded = await ctx.write(
+        lambda s: record(s, ctx.owner, ctx.account, ctx.run.run_id, work, outcomes, utcnow())
+    )
+    ctx.run.counts = ctx.run.counts + recorded.counts
+    for outcome in outcomes:
+        if not isinstance(outcome, Done):
+            ctx.rows.append(
+                {"contact": outcome.contact_id, "result": "failed", "detail": outcome.message}
+            )
+    if recorded.resumed:
+        get_logger().info("owner %s: Mailchimp answers again; email sync is active", ctx.owner)
+    if recorded.paused is not None:
+        get_logger().warning(
+            "owner %s: %s (5 failed attempts; the next run tries again): %s",
+            ctx.owner,
+            PAUSED_NOTICE,
+            recorded.paused,
+        )
+        return False
+    return True
+
+
+async def drain(ctx: Context, paused: bool) -> None:
+    """Claim, collapse and send due events until none is due within `WAIT_IN_RUN_SECONDS`.
+
+    A paused connection sends one event first, as a probe: its success resumes the connection.
+    """
+    while True:
+        events = await ctx.write(
+            functools.partial(_claim, ctx=ctx, limit=1 if paused else CLAIM_SIZE)
+        )
+        if not events:
+            due = await ctx.write(lambda s: next_due(s, ctx.owner, utcnow()))
+            wait = None if due is None else (due - utcnow()).total_seconds()
+            if paused or wait is None or wait > WAIT_IN_RUN_SECONDS:
+                return
+            await asyncio.sleep(max(wait, 0.0) + 0.01)
+            continue
+        work = await ctx.write(functools.partial(collapse, account=ctx.account, events=events))
+        if not await drain_round(ctx, work):
+            return
+        paused = False
+
+
+def _claim(session: Any, ctx: Context, limit: int) -> list[Event]:
+    return claim(session, ctx.owner, ctx.drainer, utcnow(), limit)
+
+
+# ---- Sync Now ------------------------------------------------------------------------------------
+
+
+async def list_members(mailchimp: Mailchimp) -> dict[str, Member]:
+    """The whole audience, every status, keyed by subscriber hash (pages read concurrently)."""
+    first, total = await mailchimp.members(0)
+    pages = [first]
+    if total > len(first):
+        offsets = list(range(PAGE, total, PAGE))
+        pages += [p for p, _ in await fan_out(offsets, mailchimp.members, limit=PAGES_AT_ONCE)]
+    members = [member_from(m) for page in pages for m in page]
+    return {subscriber_hash(m.email): m for m in members}
+
+
+@io_task(retries=2, retry_delay_seconds=10)
+async def plan_full_sync(ctx: Context) -> FullPlan:
+    """List the audience and compare it with the owner's contacts."""
+    known: Known = await ctx.write(lambda s: read_known(s, ctx.owner, ctx.account))
+    members = await list_members(ctx.mailchimp)
+    plan = plan_full(known, members)
+    get_logger().info(
+        "owner %s: %d contacts, %d members; %d to subscribe or update, %d tag changes, "
+        "%d to archive, %d already match, %d without email",
+        ctx.owner,
+        plan.contacts,
+        len(members),
+        len(plan.subscribe),
+        len(plan.tags),
+        len(plan.deletes),
+        len(plan.unchanged),
+        len(plan.skipped),
+    )
+    return plan
+
+
+@io_task(retries=2, retry_delay_seconds=10)
+async def send_full_sync(ctx: Context, plan: FullPlan, started: datetime) -> None:
+    """Batch-subscribe what differs, tag through `/batches`, archive; record it all at once."""
+    refused: dict[str, Refused] = {}
+    by_email = {w.email.lower(): w for w, _ in plan.subscribe}
+    created: set[str] = set()
+
+    async def subscribe(chunk: list[dict[str, Any]]) -> None:
+        answer = await ctx.mailchimp.subscribe(chunk)
+        for member in answer.get("new_members") or []:
+            found = by_email.get(str(member.get("email_address", "")).lower())
+            if found is not None:
+                created.add(found.contact_id)
+        for error in answer.get("errors") or []:
+            found = by_email.get(str(error.get("email_address", "")).lower())
+            if found is not None:
+                text = str(error.get("error", ""))
+                refused[found.contact_id] = Refused(
+                    found.contact_id, 400, text, error, permanent_detail(text)
+                )
+
+    await fan_out(subscribe_chunks(plan), subscribe, limit=SUBSCRIBES_AT_ONCE)
+    changes = [c for cid, c in plan.tags.items() if cid not in refused]
+    for operations in tag_operations(ctx.mailchimp.list_id, changes):
+        for result in await ctx.mailchimp.run_batch(operations):
+            code = int(result.get("status_code") or 0)
+            if code >= 400:
+                contact_id = str(result.get("operation_id"))
+                answer = Answer(code, result.get("response"))
+                refused[contact_id] = Refused(
+                    contact_id, code, answer.message, answer.body, is_permanent(answer.body)
+                )
+    outcomes = await fan_out(plan.deletes, lambda d: send_delete(ctx, d), limit=10)
+    refused.update({o.contact_id: o for o in outcomes if isinstance(o, Refused)})
+    failed = [o for o in outcomes if isinstance(o, Failed)]
+    if failed:  # a delete that may pass: the task's retry lists the audience again
+        raise RuntimeError(f"{len(failed)} archives failed, e.g. {failed[0].message}")
+    sent = {w.contact_id: w for w, _ in plan.subscribe}
+    sent.update({w.contact_id: w for w, _, _ in plan.tags.values()})
+    done = [
+        Done(w.contact_id, w, created=w.contact_id in created)
+        for w in [*sent.values(), *plan.unchanged]
+        if w.contact_id not in refused
+    ]
+    done += [o for o in outcomes if isinstance(o, Done)]
+
+    def write(session: Any) -> None:
+        save_done(session, ctx.account, done)
+        for refusal in refused.values():
+            save_refused(session, ctx.account, ctx.run.run_id, refusal)
+        drop_covered(session, ctx.owner, [d.contact_id for d in done] + plan.skipped, started)
+        mark_synced(session, ctx.owner, utcnow())
+
+    await ctx.write(write)
+    unchanged = {w.contact_id for w in plan.unchanged}
+    ctx.run.counts = ctx.run.counts + Counts(
+        records_read=plan.contacts,
+        created=sum(1 for d in done if d.created),
+        updated=sum(1 for d in done if not d.created and d.contact_id not in unchanged),
+        unchanged=len(unchanged),
+        skipped=len(plan.skipped),
+        failed=len(refused),
+    )
+    ctx.rows += [
+        {"contact": r.contact_id, "result": "failed", "detail": r.message} for r in refused.values()
+    ]
+
+
+# ---- what the UI shows ---------------------------------------------------------------------------
+
+
+async def _table(ctx: Context, what: str, rows: list[dict[str, Any]], description: str) -> None:
+    from prefect.artifacts import acreate_table_artifact  # deferred: importing prefect is slow
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is not None and rows:
+        await acreate_table_artifact(
+            rows[:RESULT_ROWS],
+            key=artifact_key(PROVIDER, ctx.account, what),
+            description=description,
+        )
+
+
+def dry_run_rows(plan: FullPlan | None, work: Round | None) -> list[dict[str, Any]]:
+    """What a real run would send: Sync Now's plan, or the outbox's next round."""
+    rows: list[dict[str, Any]] = []
+    if plan is not None:
+        rows += [
+            {"contact": w.contact_id, "action": "subscribe" if new else "update",
+             "detail": f"{w.email} {w.merge_fields}"}
+            for w, new in plan.subscribe
+        ]  # fmt: skip
+        rows += [
+            {"contact": w.contact_id, "action": "tags", "detail": f"active {a}, inactive {i}"}
+            for w, a, i in plan.tags.values()
+        ]
+        rows += [
+            {"contact": d.contact_id, "action": "archive", "detail": d.email} for d in plan.deletes
+        ]
+        rows += [{"contact": c, "action": "skip", "detail": "no email"} for c in plan.skipped]
+    if work is not None:
+        rows += [
+            {"contact": u.want.contact_id, "action": "upsert",
+             "detail": f"{u.want.email} {u.want.merge_fields} tags {list(u.want.tags)}"}
+            for u in work.upserts
+        ]  # fmt: skip
+        rows += [
+            {"contact": d.contact_id, "action": "archive", "detail": d.email} for d in work.deletes
+        ]
+        rows += [{"contact": c, "action": "skip", "detail": "no email"} for c in work.skipped]
+    return rows
+
+
+# ---- one connection ------------------------------------------------------------------------------
+
+
+def _policy(settings: Settings) -> RetryPolicy:
+    # Only a 429 (too many connections: every start pauses, push §3.11) is retried inside a
+    # request. A 5xx or timeout goes back to the outbox, whose 1 s, 2 s, 4 s… and pause are
+    # the seed's failure handling; in Sync Now, the task's retry.
+    return RetryPolicy(
+        max_attempts=settings.http_max_attempts,
+        backoff_max=settings.http_backoff_max_seconds,
+        retry_statuses=frozenset({429}),
+    )
+
+
+async def sync_connection(
+    connection: Connection,
+    provider: MailchimpSettings,
+    settings: Settings,
+    full_sync: bool,
+    test_mode: bool,
+) -> RunSummary | str | None:
+    """Reconcile (when asked or never done) and drain one connection.
+
+    Returns its run summary, a refusal message (Sync Now within the hour), or None when the
+    connection cannot sync (no audience chosen, credentials refused).
+    """
+    url, owner = settings.database_url, connection.owner_id
+    if connection.audience_id is None:
+        get_logger().warning(
+            "owner %s: no audience chosen; run `syncflows mailchimp select-audience`", owner
+        )
+        return None
+    if connection.status == "error":
+        get_logger().warning("owner %s: Mailchimp refused the credentials; connect again", owner)
+        return None
+    full = full_sync or connection.last_full_sync_at is None
+    taken: datetime | None = None
+    if full and not test_mode:
+        now = utcnow()
+        allowed = await in_thread(url, lambda s: claim_full_sync(s, owner, now))
+        if allowed is None:
+            taken = now
+        elif full_sync:
+            return (
+                f"Sync Now for owner {owner} is allowed again at "
+                f"{allowed:%Y-%m-%d %H:%M} UTC (once an hour; the last one started "
+                f"{connection.last_full_sync_at or allowed:%H:%M} UTC)"
+            )
+        else:
+            full = False  # another run took the first reconciliation a moment ago
+    mode = "test" if test_mode else "full" if full else "incremental"
+    async with tracked_run(url, PROVIDER, connection.label, mode) as run:
+        client = connection.client(provider, settings, policy=_policy(settings))
+        try:
+            async with client:
+                ctx = Context(
+                    url,
+                    connection,
+                    run,
+                    Mailchimp(client, connection.audience_id),
+                    provider.permanent_delete,
+                )
+                if test_mode:
+                    await _dry_run(ctx, full)
+                else:
+                    if full:
+                        started = utcnow()
+                        plan = await plan_full_sync(ctx)
+                        await send_full_sync(ctx, plan, started)
+                    await drain(ctx, paused=connection.status == "paused")
+                    await _table(
+                        ctx, "failures", ctx.rows, "Contacts Mailchimp refused in this run"
+                    )
+        except BaseException:
+            if taken is not None:  # a failed Sync Now gives its hour back
+                before = connection.last_full_sync_at
+                await in_thread(url, lambda s: release_full_sync(s, owner, taken, before))
+            raise
+        finally:
+            run.requests = client.requests
+    return run.summary
+
+
+async def _dry_run(ctx: Context, full: bool) -> None:
+    """Count and list what would be sent; send nothing, claim nothing for long."""
+    plan = await plan_full_sync(ctx) if full else None
+    now = utcnow()
+    events = await ctx.write(lambda s: claim(s, ctx.owner, ctx.drainer, now))
+    try:
+        work = await ctx.write(lambda s: collapse(s, ctx.account, events))
+    finally:
+        await ctx.write(lambda s: release(s, events))
+    rows = dry_run_rows(plan, work)
+    counts = Counts(
+        records_read=(plan.contacts if plan else 0) + len({e.contact_id for e in events})
+    )
+    if plan is not None:
+        counts.unchanged += len(plan.unchanged)
+        counts.skipped += len(plan.skipped)
+    counts.unchanged += len(work.unchanged)
+    counts.skipped += len(work.skipped)
+    ctx.run.counts = ctx.run.counts + counts
+    await _table(ctx, "dry-run", rows, "mailchimp-sync test_mode: what a real run would send")
+    get_logger().info("owner %s: dry run, %d actions listed, nothing sent", ctx.owner, len(rows))
+
+
+# ---- the flow ------------------------------------------------------------------------------------
+
+
+@dataclass
+class MailchimpResult:
+    """One summary per connection that ran; refusals and connections that could not sync."""
+
+    summaries: list[RunSummary] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # owner → message
+    idle: list[str] = field(default_factory=list)  # owners without audience or credentials
+
+
+@sync_flow(name="mailchimp-sync")
+async def mailchimp_sync(
+    owner: str | None = None, full_sync: bool = False, test_mode: bool = False
+) -> MailchimpResult:
+    """Push contact changes to each owner's Mailchimp audience.
+
+    Args:
+        owner: Only this owner's connection (the Settings page's Sync Now passes it).
+        full_sync: Sync Now: reconcile the whole audience (list it, send what differs), at
+            most once an hour per connection; a refusal says when it is allowed again.
+        test_mode: Dry run: list what would be sent (a table artifact), send nothing.
+    """
+    settings = load_settings()
+    provider = await load_provider_settings(MailchimpSettings)
+    url = settings.database_url
+    ring = keyring(provider)
+    await asyncio.to_thread(ensure_schema, url)
+    connections = await in_thread(url, lambda s: load_connections(s, ring, owner))
+    if owner is not None and not connections:
+        raise LookupError(f"owner {owner!r} has no Mailchimp connection")
+    outcomes = await fan_out(
+        connections,
+        lambda c: sync_connection(c, provider, settings, full_sync, test_mode),
+        limit=CONNECTIONS_AT_ONCE,
+    )
+    result = MailchimpResult()
+    for connection, outcome in zip(connections, outcomes, strict=True):
+        if isinstance(outcome, RunSummary):
+            result.summaries.append(outcome)
+        elif isinstance(outcome, str):
+            result.refused[connection.owner_id] = outcome
+            get_logger().warning("%s", outcome)
+        else:
+            result.idle.append(connection.owner_id)
+    if owner is not None and result.refused:
+        raise SyncNowRefused(result.refused[owner])
+    return result
