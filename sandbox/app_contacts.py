@@ -28,28 +28,43 @@ TAGS = ("client", "lead", "vip", "past-client", "investor", "referral", "newslet
 def connect_owner(
     url: str, sandbox: MailchimpSandbox, api_endpoint: str, ring: Keyring, owner: str
 ) -> str:
-    """`owner` (created if new) connected to a fresh sandbox account and audience; its id."""
-    account = sandbox.add_account(f"{owner} account")
+    """`owner` (created if new) connected to a sandbox account and audience; the audience id.
+
+    A sandbox forgets everything when it stops, so a second demo connects again: same
+    account and audience ids (the sandbox makes them from its seed), a new token and address,
+    and the owner's sync history kept.
+    """
+    account = sandbox.accounts.get(f"{owner} account") or sandbox.add_account(f"{owner} account")
     audience = f"{owner} contacts"
-    list_id = sandbox.add_audience(account, audience)
+    found = [a.id for a in account.audiences.values() if a.name == audience]
+    list_id = found[0] if found else sandbox.add_audience(account, audience)
     token = sandbox.mint_token(account)
     with session_scope(url) as session:
         if session.get(AccountOwner, owner) is None:
             session.add(AccountOwner(id=owner, name=owner, created_at=datetime.now(UTC)))
             session.flush()
-        session.add(
-            MailchimpConnection(
+        row = session.exec(
+            select(MailchimpConnection).where(MailchimpConnection.owner_id == owner)
+        ).first()
+        if row is None:
+            row = MailchimpConnection(
                 owner_id=owner,
-                access_token_encrypted=ring.encrypt(token),
+                access_token_encrypted="",
                 server_prefix=account.dc,
                 api_endpoint=api_endpoint,
                 account_id=account.account_id,
-                account_name=account.name,
-                audience_id=list_id,
-                audience_name=audience,
                 connected_at=datetime.now(UTC),
             )
+        if row.audience_id != list_id:
+            row.last_full_sync_at = None  # a new audience is reconciled first
+        row.access_token_encrypted = ring.encrypt(token)
+        row.api_endpoint, row.account_id, row.account_name = (
+            api_endpoint,
+            account.account_id,
+            account.name,
         )
+        row.audience_id, row.audience_name = list_id, audience
+        session.add(row)
     return list_id
 
 

@@ -224,6 +224,7 @@ class MailchimpSandbox(Sandbox):
         self._results: dict[str, bytes] = {}
         self._serial = 0
         self._endpoints: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+            (re.compile(r""), {"GET": self.root}),
             (re.compile(r"ping"), {"GET": self.ping}),
             (re.compile(r"lists"), {"GET": self.list_lists}),
             (re.compile(r"lists/(?P<list>[^/]+)"), {"GET": self.get_list, "POST": self.subscribe}),
@@ -461,7 +462,7 @@ class MailchimpSandbox(Sandbox):
         except ValueError:
             detail = "We encountered an unspecified JSON parsing error."  # assumed
             return self._problem(ApiError(400, "JSON Parse Error", detail))
-        path = request.url.path.removeprefix(API).strip("/")
+        path = request.url.path.removeprefix(API).strip("/")  # "" is the API root
         call = Call(
             request.method,
             path,
@@ -490,6 +491,22 @@ class MailchimpSandbox(Sandbox):
             with self.lock:
                 return handler(replace(call, params=match.groupdict()))
         raise not_found()
+
+    def root(self, call: Call) -> tuple[int, Any]:
+        """`GET /3.0/` (spec: API Root): the account the credentials belong to."""
+        account = call.account
+        subscribers = sum(a.counts.get("subscribed", 0) for a in account.audiences.values())
+        return 200, {
+            "account_id": account.account_id,
+            "login_id": str(account.user_id),
+            "account_name": account.name,
+            "email": f"{account.account_id}@sandbox.invalid",  # assumed: any address will do
+            "username": account.name,
+            "role": "owner",
+            "pricing_plan_type": "monthly",
+            "total_subscribers": subscribers,
+            "_links": [],
+        }
 
     def ping(self, call: Call) -> tuple[int, Any]:  # noqa: ARG002 - a Handler
         """`GET /3.0/ping` (spec: API health)."""

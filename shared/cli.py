@@ -109,7 +109,34 @@ def run_demo() -> list[dict[str, Any]]:
             BREVO_DEFAULT_COUNTRY="NL",
         )
         rows.append(asyncio.run(brevo_sync()).row())
+    rows.append(_demo_mailchimp(settings.database_url))
     return rows
+
+
+def _demo_mailchimp(url: str) -> dict[str, Any]:
+    """One owner's 150 contacts into a sandbox audience (seeded once): the first demo
+    reconciles the audience in full; each later one edits five contacts and drains them."""
+    from flows.mailchimp.flow import MailchimpResult, mailchimp_sync
+    from sandbox.app_contacts import change_contacts, connect_owner, seed_contacts
+    from sandbox.mailchimp import create_app as mailchimp_app
+    from sandbox.server import serve
+    from shared.crypto import Keyring, new_key
+
+    owner = "demo-agent"
+    # Every demo stores a fresh sandbox token, so a fresh key will do unless one is set.
+    os.environ.setdefault("MAILCHIMP_TOKEN_KEYS", new_key())
+    ring = Keyring(os.environ["MAILCHIMP_TOKEN_KEYS"], "MAILCHIMP_TOKEN_KEYS")
+    app = mailchimp_app(default_account=False)
+    with serve(app) as base_url:
+        connect_owner(url, app.state.sandbox, base_url, ring, owner)
+        if not _count(url, "contacts"):
+            seed_contacts(url, owner, 150)
+        else:
+            runs = _count(url, "sync_run WHERE provider = 'mailchimp'")
+            change_contacts(url, owner, created=0, edited=5, retagged=0, deleted=0, seed=runs)
+        result: MailchimpResult = asyncio.run(mailchimp_sync(owner=owner))
+    [summary] = result.summaries
+    return summary.row()
 
 
 def _count(url: str, table: str) -> int:
@@ -132,6 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     status.add_argument("provider", nargs="?", help="only this provider (e.g. brevo)")
     commands.add_parser("deploy", help="create the work pool and limits, deploy prefect.yaml")
+    from flows.mailchimp import cli as mailchimp_cli  # light: heavy imports wait for a command
+
+    mailchimp_cli.add_arguments(
+        commands.add_parser("mailchimp", help="owners' Mailchimp connections, audiences, Sync Now")
+    )
     sandbox = commands.add_parser("sandbox", help="serve a provider's local emulator on loopback")
     sandbox.add_argument("provider", help="e.g. selfcheck")
     sandbox.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -176,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n" + format_table(rows))  # noqa: T201
     elif args.command == "status":
         print(show_status(args.provider))  # noqa: T201
+    elif args.command == "mailchimp":
+        return mailchimp_cli.run(args)
     elif args.command == "deploy":
         from shared.deploy import deploy
 

@@ -41,10 +41,15 @@ async def ensure_work_pool(name: str = WORK_POOL) -> None:
 
 
 async def ensure_provider_limits() -> list[str]:
-    """Create the global concurrency limit of every provider account the settings name."""
+    """Create the global concurrency limit of every provider account the settings name.
+
+    Mailchimp's accounts are its connections' (stored, not configured): each limit is created
+    by the first run that uses it.
+    """
     names = [
         global_limit_name(cls.provider, account, lane)
         for cls in PROVIDERS
+        if not cls.accounts_per_connection
         for account in [cls().account]
         for lane in (None, *cls.lanes)
     ]

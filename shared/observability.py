@@ -20,6 +20,11 @@ from shared.settings import load_settings
 _sentry_dsn: str | None = None
 
 
+class Refusal(RuntimeError):
+    """A run a rule turned down (Sync Now within the hour): it fails with the rule's message,
+    shown in the UI and CLI, and is not reported to Sentry: nothing is broken."""
+
+
 def get_logger(name: str = "syncflows") -> logging.Logger | logging.LoggerAdapter[Any]:
     """Prefect's run logger inside a flow or task run; a standard logger elsewhere."""
     from prefect.exceptions import MissingContextError
@@ -65,6 +70,8 @@ async def report_run_failure(flow: Any, flow_run: Any, state: Any) -> None:
     if _sentry_dsn is None:
         return
     error = await state.aresult(raise_on_failure=False)
+    if isinstance(error, Refusal):
+        return
     parameters = dict(flow_run.parameters or {})
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("prefect.flow", flow.name)

@@ -104,6 +104,7 @@ class ProviderSettings(BaseSettings):
     provider: ClassVar[str]
     required: ClassVar[tuple[str, ...]] = ("api_key",)
     lanes: ClassVar[tuple[str, ...]] = ()  # requests with a cap of their own, besides the account's
+    accounts_per_connection: ClassVar[bool] = False  # accounts come from stored connections
 
     api_key: SecretStr | None = None
     api_key_block: str | None = None
@@ -213,6 +214,7 @@ class MailchimpSettings(ProviderSettings):
     model_config = _base_config("MAILCHIMP_")
     required: ClassVar[tuple[str, ...]] = ("token_keys",)
     oauth_required: ClassVar[tuple[str, ...]] = ("client_id", "client_secret", "redirect_uri")
+    accounts_per_connection: ClassVar[bool] = True
     # For API-key connections (push §3.1: the data centre is the key's suffix).
     base_url: str = "https://{dc}.api.mailchimp.com/3.0"
     login_url: str = "https://login.mailchimp.com"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -62,8 +63,8 @@ from flows.mailchimp.outbox import (
     Upsert,
     claim,
     collapse,
-    drop_covered,
     next_due,
+    peek,
     record,
     release,
     save_done,
@@ -74,8 +75,8 @@ from shared.flowkit import fan_out, io_task, sync_flow
 from shared.http import Answer, ProviderError, ProviderHTTPError, RetryPolicy
 from shared.models import utcnow
 from shared.names import artifact_key
-from shared.observability import get_logger
-from shared.runs import Counts, RunSummary, RunTracker, tracked_run
+from shared.observability import Refusal, get_logger
+from shared.runs import Counts, RunSummary, RunTracker, describe_error, tracked_run
 from shared.settings import MailchimpSettings, Settings, load_provider_settings, load_settings
 
 CONNECTIONS_AT_ONCE = 4
@@ -85,7 +86,7 @@ SUBSCRIBES_AT_ONCE = 3
 RESULT_ROWS = 100
 
 
-class SyncNowRefused(RuntimeError):
+class SyncNowRefused(Refusal):
     """Sync Now was asked for within an hour of the previous one; says when it is allowed."""
 
 
@@ -103,6 +104,9 @@ class Context:
     mailchimp: Mailchimp
     permanent_delete: bool
     drainer: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Contacts this run's full sync already counted: their queued events, drained right
+    # after it, are not counted again when they need nothing.
+    counted: set[str] = field(default_factory=set)
     rows: list[dict[str, Any]] = field(default_factory=list)  # the run's artifact
 
     def write(self, work: Any) -> Any:
@@ -121,9 +125,8 @@ class Context:
 
 
 def _refusal(contact_id: str, answer: Answer) -> Outcome:
-    if answer.code in (401, 404) or (answer.code == 403 and answer.body):
-        # 401/403: the token was revoked or the account closed; 404 on the member's own path
-        # (never for a PUT): the audience is gone. Both need the owner, not a retry.
+    if answer.code == 401 or (answer.code == 403 and answer.body):
+        # The token was revoked or the account closed: the owner must connect again.
         raise ConnectionBroken(f"Mailchimp answered {answer.code}: {answer.message}")
     if answer.code == 403 or answer.code >= 500 or answer.code == 429:
         return Failed(contact_id, f"{answer.code}: {answer.message or 'no body'}")  # §3.11
@@ -143,6 +146,8 @@ async def send_upsert(ctx: Context, item: Upsert) -> Outcome:
         if not moved.ok:
             return _refusal(want.contact_id, moved)
     answer = await mailchimp.upsert(want.email, want.merge_fields)
+    if answer.code == 404:  # a PUT creates members: only a missing audience answers 404
+        raise ConnectionBroken(f"the audience is gone (Mailchimp: {answer.message})")
     if not answer.ok:
         return _refusal(want.contact_id, answer)
     present = member_from(answer.body).tags if isinstance(answer.body, dict) else None
@@ -192,7 +197,16 @@ async def drain_round(ctx: Context, work: Round) -> bool:
     recorded = await ctx.write(
         lambda s: record(s, ctx.owner, ctx.account, ctx.run.run_id, work, outcomes, utcnow())
     )
-    ctx.run.counts = ctx.run.counts + recorded.counts
+    again = (set(work.unchanged) | set(work.skipped)) & ctx.counted
+    ctx.run.counts = (
+        ctx.run.counts
+        + recorded.counts
+        + Counts(
+            records_read=-len(again),
+            unchanged=-len(again & set(work.unchanged)),
+            skipped=-len(again & set(work.skipped)),
+        )
+    )
     for outcome in outcomes:
         if not isinstance(outcome, Done):
             ctx.rows.append(
@@ -273,7 +287,7 @@ async def plan_full_sync(ctx: Context) -> FullPlan:
 
 
 @io_task(retries=2, retry_delay_seconds=10)
-async def send_full_sync(ctx: Context, plan: FullPlan, started: datetime) -> None:
+async def send_full_sync(ctx: Context, plan: FullPlan) -> None:
     """Batch-subscribe what differs, tag through `/batches`, archive; record it all at once."""
     refused: dict[str, Refused] = {}
     by_email = {w.email.lower(): w for w, _ in plan.subscribe}
@@ -322,7 +336,6 @@ async def send_full_sync(ctx: Context, plan: FullPlan, started: datetime) -> Non
         save_done(session, ctx.account, done)
         for refusal in refused.values():
             save_refused(session, ctx.account, ctx.run.run_id, refusal)
-        drop_covered(session, ctx.owner, [d.contact_id for d in done] + plan.skipped, started)
         mark_synced(session, ctx.owner, utcnow())
 
     await ctx.write(write)
@@ -338,6 +351,7 @@ async def send_full_sync(ctx: Context, plan: FullPlan, started: datetime) -> Non
     ctx.rows += [
         {"contact": r.contact_id, "result": "failed", "detail": r.message} for r in refused.values()
     ]
+    ctx.counted |= unchanged | {d.contact_id for d in done} | set(plan.skipped)
 
 
 # ---- what the UI shows ---------------------------------------------------------------------------
@@ -405,21 +419,19 @@ async def sync_connection(
     settings: Settings,
     full_sync: bool,
     test_mode: bool,
-) -> RunSummary | str | None:
-    """Reconcile (when asked or never done) and drain one connection.
+) -> ConnectionRun:
+    """Reconcile (when asked, or never done) and drain one connection.
 
-    Returns its run summary, a refusal message (Sync Now within the hour), or None when the
-    connection cannot sync (no audience chosen, credentials refused).
+    A connection with nothing due gets no run (a ledger row a minute per owner would be
+    noise); one that cannot sync (no audience chosen, credentials refused) says why.
     """
     url, owner = settings.database_url, connection.owner_id
     if connection.audience_id is None:
-        get_logger().warning(
-            "owner %s: no audience chosen; run `syncflows mailchimp select-audience`", owner
+        return ConnectionRun(
+            owner, blocked="no audience chosen: `syncflows mailchimp select-audience`"
         )
-        return None
     if connection.status == "error":
-        get_logger().warning("owner %s: Mailchimp refused the credentials; connect again", owner)
-        return None
+        return ConnectionRun(owner, blocked="Mailchimp refused the credentials: connect again")
     full = full_sync or connection.last_full_sync_at is None
     taken: datetime | None = None
     if full and not test_mode:
@@ -428,13 +440,17 @@ async def sync_connection(
         if allowed is None:
             taken = now
         elif full_sync:
-            return (
-                f"Sync Now for owner {owner} is allowed again at "
-                f"{allowed:%Y-%m-%d %H:%M} UTC (once an hour; the last one started "
-                f"{connection.last_full_sync_at or allowed:%H:%M} UTC)"
+            return ConnectionRun(
+                owner,
+                refused=f"Sync Now for owner {owner} is allowed again at "
+                f"{allowed:%Y-%m-%d %H:%M} UTC (once an hour)",
             )
         else:
             full = False  # another run took the first reconciliation a moment ago
+    if not full:
+        due = await in_thread(url, lambda s: next_due(s, owner, utcnow()))
+        if due is None or due > utcnow():
+            return ConnectionRun(owner)
     mode = "test" if test_mode else "full" if full else "incremental"
     async with tracked_run(url, PROVIDER, connection.label, mode) as run:
         client = connection.client(provider, settings, policy=_policy(settings))
@@ -451,9 +467,7 @@ async def sync_connection(
                     await _dry_run(ctx, full)
                 else:
                     if full:
-                        started = utcnow()
-                        plan = await plan_full_sync(ctx)
-                        await send_full_sync(ctx, plan, started)
+                        await send_full_sync(ctx, await plan_full_sync(ctx))
                     await drain(ctx, paused=connection.status == "paused")
                     await _table(
                         ctx, "failures", ctx.rows, "Contacts Mailchimp refused in this run"
@@ -465,18 +479,24 @@ async def sync_connection(
             raise
         finally:
             run.requests = client.requests
-    return run.summary
+    return ConnectionRun(owner, summary=run.summary)
+
+
+async def _isolated(run: Awaitable[ConnectionRun], owner: str) -> ConnectionRun:
+    """One owner's failure must not stop the others' syncs: it is noted, and raised at the end."""
+    try:
+        return await run
+    except Exception as error:
+        get_logger().error("owner %s: the sync failed: %s", owner, describe_error(error))
+        return ConnectionRun(owner, error=describe_error(error))
 
 
 async def _dry_run(ctx: Context, full: bool) -> None:
-    """Count and list what would be sent; send nothing, claim nothing for long."""
+    """Count and list what would be sent; send nothing, claim nothing."""
     plan = await plan_full_sync(ctx) if full else None
     now = utcnow()
-    events = await ctx.write(lambda s: claim(s, ctx.owner, ctx.drainer, now))
-    try:
-        work = await ctx.write(lambda s: collapse(s, ctx.account, events))
-    finally:
-        await ctx.write(lambda s: release(s, events))
+    events = await ctx.write(lambda s: peek(s, ctx.owner, now))
+    work = await ctx.write(lambda s: collapse(s, ctx.account, events))
     rows = dry_run_rows(plan, work)
     counts = Counts(
         records_read=(plan.contacts if plan else 0) + len({e.contact_id for e in events})
@@ -494,13 +514,25 @@ async def _dry_run(ctx: Context, full: bool) -> None:
 # ---- the flow ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ConnectionRun:
+    """How one connection's part of a run ended (a summary only when it had work)."""
+
+    owner: str
+    summary: RunSummary | None = None
+    refused: str | None = None  # Sync Now within the hour: when it is allowed
+    blocked: str | None = None  # why it cannot sync until its owner acts
+    error: str | None = None
+
+
 @dataclass
 class MailchimpResult:
-    """One summary per connection that ran; refusals and connections that could not sync."""
+    """Summaries of the connections that had work; refusals, blocked and failed owners."""
 
     summaries: list[RunSummary] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  # owner → message
-    idle: list[str] = field(default_factory=list)  # owners without audience or credentials
+    idle: dict[str, str] = field(default_factory=dict)  # owner → why it cannot sync
+    failed: dict[str, str] = field(default_factory=dict)  # owner → error
 
 
 @sync_flow(name="mailchimp-sync")
@@ -523,20 +555,31 @@ async def mailchimp_sync(
     connections = await in_thread(url, lambda s: load_connections(s, ring, owner))
     if owner is not None and not connections:
         raise LookupError(f"owner {owner!r} has no Mailchimp connection")
-    outcomes = await fan_out(
+    runs = await fan_out(
         connections,
-        lambda c: sync_connection(c, provider, settings, full_sync, test_mode),
+        lambda c: _isolated(
+            sync_connection(c, provider, settings, full_sync, test_mode), c.owner_id
+        ),
         limit=CONNECTIONS_AT_ONCE,
     )
     result = MailchimpResult()
-    for connection, outcome in zip(connections, outcomes, strict=True):
-        if isinstance(outcome, RunSummary):
-            result.summaries.append(outcome)
-        elif isinstance(outcome, str):
-            result.refused[connection.owner_id] = outcome
-            get_logger().warning("%s", outcome)
-        else:
-            result.idle.append(connection.owner_id)
+    for each in runs:
+        if each.summary is not None:
+            result.summaries.append(each.summary)
+        if each.refused is not None:
+            result.refused[each.owner] = each.refused
+            get_logger().warning("%s", each.refused)
+        if each.blocked is not None:
+            result.idle[each.owner] = each.blocked
+            get_logger().warning("owner %s: %s", each.owner, each.blocked)
+        if each.error is not None:
+            result.failed[each.owner] = each.error
+    if result.failed:
+        first = next(iter(result.failed.items()))
+        raise RuntimeError(
+            f"{len(result.failed)} of {len(connections)} Mailchimp connections failed "
+            f"(the others synced), e.g. owner {first[0]}: {first[1]}"
+        )
     if owner is not None and result.refused:
         raise SyncNowRefused(result.refused[owner])
     return result

@@ -72,11 +72,7 @@ def claim(
     queue = _queue()
     due = (
         sa.select(queue.c.id)
-        .where(
-            queue.c.owner_id == owner,
-            sa.or_(queue.c.next_retry_at.is_(None), queue.c.next_retry_at <= now),
-            sa.or_(queue.c.claimed_until.is_(None), queue.c.claimed_until < now),
-        )
+        .where(*_due(queue, owner, now))
         .order_by(queue.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -90,6 +86,28 @@ def claim(
         )
     ).all()
     return sorted((Event(*row) for row in rows), key=lambda e: e.id)
+
+
+def peek(session: Session, owner: str, now: datetime, limit: int = CLAIM_SIZE) -> list[Event]:
+    """The events `claim` would take, left where they are (a dry run)."""
+    queue = _queue()
+    rows = session.execute(
+        sa.select(
+            queue.c.id, queue.c.contact_id, queue.c.operation, queue.c.email, queue.c.attempts
+        )
+        .where(*_due(queue, owner, now))
+        .order_by(queue.c.id)
+        .limit(limit)
+    ).all()
+    return [Event(*row) for row in rows]
+
+
+def _due(queue: Any, owner: str, now: datetime) -> list[Any]:
+    return [
+        queue.c.owner_id == owner,
+        sa.or_(queue.c.next_retry_at.is_(None), queue.c.next_retry_at <= now),
+        sa.or_(queue.c.claimed_until.is_(None), queue.c.claimed_until < now),
+    ]
 
 
 def next_due(session: Session, owner: str, now: datetime) -> datetime | None:
@@ -147,7 +165,7 @@ class Round:
         return [e.id for e in self.events if e.contact_id == contact_id]
 
 
-def collapse(session: Session, account: str, events: list[Event], force: bool = False) -> Round:
+def collapse(session: Session, account: str, events: list[Event]) -> Round:
     """One action per contact, from its current row and what was last pushed."""
     work = Round(events)
     by_contact: dict[str, list[Event]] = defaultdict(list)
@@ -170,7 +188,7 @@ def collapse(session: Session, account: str, events: list[Event], force: bool = 
         before = states.get(record_key(contact_id))
         want = None if contact is None or contact.deleted else wanted(contact)
         if want is not None:
-            if before is not None and before.digest == want.digest and not force:
+            if before is not None and before.digest == want.digest:
                 work.unchanged.append(contact_id)
             else:
                 work.upserts.append(Upsert(want, before))
@@ -325,20 +343,6 @@ def record(
         failed=sum(1 for o in outcomes if not isinstance(o, Done)),
     )
     return Recorded(counts, paused, resumed)
-
-
-def drop_covered(session: Session, owner: str, contact_ids: list[str], before: datetime) -> None:
-    """Delete unclaimed events a full sync made moot: queued before it read the contacts."""
-    queue = _queue()
-    for start in range(0, len(contact_ids), 1000):
-        session.execute(
-            sa.delete(queue).where(
-                queue.c.owner_id == owner,
-                queue.c.contact_id.in_(contact_ids[start : start + 1000]),
-                queue.c.created_at < before,
-                queue.c.claimed_until.is_(None),
-            )
-        )
 
 
 def release(session: Session, events: list[Event]) -> None:

@@ -222,6 +222,17 @@ async def test_unknown_routes_are_404_and_wrong_methods_405_problems() -> None:
     assert ping.json() == {"health_status": "Everything's Chimpy!"}
 
 
+async def test_the_api_root_names_the_account_of_the_credentials() -> None:
+    sandbox = account()
+    other = sandbox.add_account("Other", "us6")
+    async with in_process(sandbox) as client:
+        mine = await client.get("/3.0/", headers=basic(KEY))
+        theirs = await client.get("/3.0/", headers=basic(other.api_key))
+    assert mine.json()["account_id"] == sandbox.account(KEY).account_id
+    assert theirs.json()["account_id"] == other.account_id != mine.json()["account_id"]
+    assert theirs.json()["account_name"] == "Other"
+
+
 def test_the_registry_builds_it_with_cli_options() -> None:
     sandbox = registry_app("mailchimp", api_key="abc-us6", scale=60).state.sandbox
     assert isinstance(sandbox, MailchimpSandbox)

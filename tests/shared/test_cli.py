@@ -91,6 +91,15 @@ def test_demo_twice_shows_the_incremental_run(tmp_path: Path) -> None:
         "157",
         "1",
     )
+    # Mailchimp: 150 contacts (5 without email) reconciled into the audience; then 5 edited
+    # contacts drained from the outbox.
+    mc_first, mc_second = _row(first_output, "mailchimp"), _row(second_output, "mailchimp")
+    assert (mc_first["mode"], mc_first["created"], mc_first["skipped"]) == ("full", "145", "5")
+    assert (mc_second["mode"], mc_second["records_read"], mc_second["updated"]) == (
+        "incremental",
+        "5",
+        "5",
+    )
     status = _syncflows("status", env=env)
     assert "selfcheck / default" in status
     assert "runs       2 (100% succeeded" in status

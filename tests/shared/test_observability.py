@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from sandbox.server import serve
 from shared import observability
-from shared.observability import init_observability, report_run_failure
+from shared.observability import Refusal, init_observability, report_run_failure
 from shared.redact import install_log_redaction, register_secret
 from shared.settings import SelfcheckSettings, load_provider_settings
 from tests.support.sentry_receiver import create_receiver
@@ -71,6 +71,20 @@ async def test_a_run_failing_before_its_body_is_reported_too(sentry_events) -> N
     assert state.is_failed()
     assert len(sentry_events.events) == 1
     assert sentry_events.events[0]["tags"]["prefect.flow"] == "selfcheck-sync"
+
+
+@flow(name="refusing-sync", on_failure=[report_run_failure])
+async def refusing_sync() -> None:
+    init_observability()
+    raise Refusal("Sync Now is allowed again at 14:03 UTC")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+async def test_a_refused_run_fails_with_its_message_and_is_not_reported(sentry_events) -> None:
+    state = await refusing_sync(return_state=True)
+    assert state.is_failed()
+    assert "allowed again at 14:03 UTC" in (state.message or "")
+    assert sentry_events.events == []
 
 
 def test_log_records_are_redacted_for_every_logger(caplog: pytest.LogCaptureFixture) -> None:
