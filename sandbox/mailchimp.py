@@ -51,6 +51,15 @@ MAX_CONNECTIONS = 10  # push §3.11
 DEFAULT_COUNT, MAX_COUNT = 10, 1000  # push §3.9
 MAX_BATCH_SUBSCRIBE = 500  # push §3.7
 MERGE_FIELDS = ("FNAME", "LNAME", "PHONE")  # assumed: the defaults a sync writes (push §3.10)
+DEFAULT_FIELDS = {  # push §3.10: they exist by default, but may have been removed
+    "FNAME": {"name": "First Name", "type": "text"},
+    "LNAME": {"name": "Last Name", "type": "text"},
+    "PHONE": {"name": "Phone Number", "type": "phone"},
+}
+FIELD_TYPES = (  # spec: Merge Field Type
+    "text", "number", "address", "phone", "date", "url", "imageurl", "radio", "dropdown",
+    "birthday", "zip",
+)  # fmt: skip
 WRITABLE = frozenset({"subscribed", "unsubscribed", "cleaned", "pending", "transactional"})
 COMPLIANCE = frozenset({"unsubscribed", "cleaned"})  # push §3.6: never back to subscribed
 ERRORS_TYPE = "https://mailchimp.com/developer/marketing/docs/errors/"  # push §3.12
@@ -149,6 +158,7 @@ class Audience:
     forgotten: dict[str, str] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     tag_ids: dict[str, int] = field(default_factory=dict)
+    field_info: dict[str, dict[str, str]] = field(default_factory=dict)  # added merge fields
 
 
 @dataclass(eq=False)
@@ -229,6 +239,10 @@ class MailchimpSandbox(Sandbox):
             (re.compile(r"lists"), {"GET": self.list_lists}),
             (re.compile(r"lists/(?P<list>[^/]+)"), {"GET": self.get_list, "POST": self.subscribe}),
             (re.compile(r"lists/(?P<list>[^/]+)/members"), {"GET": self.list_members}),
+            (
+                re.compile(r"lists/(?P<list>[^/]+)/merge-fields"),
+                {"GET": self.list_merge_fields, "POST": self.add_merge_field},
+            ),
             (
                 re.compile(r"lists/(?P<list>[^/]+)/members/(?P<hash>[^/]+)"),
                 {"GET": self.get_member, "PUT": self.put_member, "DELETE": self.archive},
@@ -551,6 +565,56 @@ class MailchimpSandbox(Sandbox):
             "members": [self._render(audience, m) for m in members],
             "list_id": audience.id,
             "total_items": total,
+            "_links": [],
+        }
+
+    # ---- merge fields (push §3.10) --------------------------------------------------------------
+
+    def list_merge_fields(self, call: Call) -> tuple[int, Any]:
+        """`GET /3.0/lists/{id}/merge-fields?count=&offset=`."""
+        audience = self._audience(call)
+        count, offset = _page(call.query)
+        tags = audience.merge_fields[offset : offset + count]
+        return 200, {
+            "merge_fields": [self._render_field(audience, tag) for tag in tags],
+            "list_id": audience.id,
+            "total_items": len(audience.merge_fields),
+            "_links": [],
+        }
+
+    def add_merge_field(self, call: Call) -> tuple[int, Any]:
+        """`POST /3.0/lists/{id}/merge-fields`: `name` and `type` required (spec); the tag is
+        given or made from the name (assumed: upper case, at most 10 characters)."""
+        audience = self._audience(call)
+        body = _object(call.body)
+        name, kind = body.get("name"), body.get("type")
+        if not isinstance(name, str) or not name.strip():
+            raise invalid("name", "This value should not be blank.")  # assumed
+        if kind not in FIELD_TYPES:  # spec: Merge Field Type
+            raise invalid("type", f"Value must be one of: {', '.join(FIELD_TYPES)}.")  # assumed
+        given = body.get("tag")
+        tag = (given if isinstance(given, str) and given else re.sub(r"\W", "", name)).upper()
+        tag = tag[:10]
+        if tag in audience.merge_fields:  # assumed wording
+            raise invalid("tag", f'A Merge Field with the tag "{tag}" already exists.')
+        audience.merge_fields = (*audience.merge_fields, tag)
+        audience.field_info[tag] = {"name": name.strip(), "type": kind}
+        return 200, self._render_field(audience, tag)
+
+    def _render_field(self, audience: Audience, tag: str) -> dict[str, Any]:
+        info = audience.field_info.get(tag) or DEFAULT_FIELDS.get(tag) or {"name": tag}
+        return {
+            "merge_id": audience.merge_fields.index(tag) + 1,
+            "tag": tag,
+            "name": info["name"],
+            "type": info.get("type", "text"),
+            "required": False,
+            "default_value": "",
+            "public": False,
+            "display_order": audience.merge_fields.index(tag) + 1,
+            "options": {"phone_format": "International"} if info.get("type") == "phone" else {},
+            "help_text": "",
+            "list_id": audience.id,
             "_links": [],
         }
 

@@ -14,6 +14,8 @@ by md5 of the lower-cased email (§3.2).
 * `run_batch`: `POST /batches` of operations whose `body` is a JSON string, polled until
   `finished`, results read from the `.tar.gz` at `response_body_url` (§3.8).
 * Listing: `count` ≤ 1000 (§3.9), with `fields=` to shrink the pages.
+* `merge_fields` / `add_merge_field`: FNAME, LNAME and PHONE exist by default but can be
+  removed (§3.10), so a run checks them first and puts back what is missing.
 
 There are no rate headers and no per-second quota, only 10 simultaneous connections per account
 (§3.11), which the client's limiter holds.
@@ -77,6 +79,21 @@ class Mailchimp:
         params = {"count": PAGE, "fields": "lists.id,lists.name,lists.stats.member_count"}
         body = await self.client.get_json("lists", params)
         return list(body.get("lists") or [])
+
+    async def merge_fields(self) -> list[str]:
+        """The audience's merge tags (push §3.10: the defaults may have been removed)."""
+        params = {"count": PAGE, "fields": "merge_fields.tag,total_items"}
+        body = await self.client.get_json(f"lists/{self.list_id}/merge-fields", params)
+        return [str(f.get("tag")) for f in body.get("merge_fields") or []]
+
+    async def add_merge_field(self, tag: str, name: str, kind: str) -> None:
+        """Create a merge field; a phone takes any format ("International", push §3.10)."""
+        body: dict[str, Any] = {"tag": tag, "name": name, "type": kind, "required": False}
+        if kind == "phone":
+            body["options"] = {"phone_format": "International"}
+        await self.client.request(
+            "POST", f"lists/{self.list_id}/merge-fields", json_body=body, parse_json=True
+        )
 
     async def upsert(self, email: str, merge_fields: dict[str, str]) -> Answer:
         body = {"email_address": email, "status_if_new": "subscribed", "merge_fields": merge_fields}

@@ -8,7 +8,7 @@ have no refresh token (push §3.1), so a connection lasts until it is disconnect
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +36,7 @@ class Connection:
 
     owner_id: str
     auth: str  # oauth | api_key
-    credential: str
+    credential: str = field(repr=False)
     api_endpoint: str
     account_id: str
     audience_id: str | None

@@ -50,7 +50,7 @@ from flows.mailchimp.full import (
     subscribe_chunks,
     tag_operations,
 )
-from flows.mailchimp.members import PROVIDER, same_email, tag_changes
+from flows.mailchimp.members import FIELD_DEFINITIONS, PROVIDER, same_email, tag_changes
 from flows.mailchimp.outbox import (
     CLAIM_SIZE,
     Delete,
@@ -107,6 +107,7 @@ class Context:
     # Contacts this run's full sync already counted: their queued events, drained right
     # after it, are not counted again when they need nothing.
     counted: set[str] = field(default_factory=set)
+    fields_checked: bool = False
     rows: list[dict[str, Any]] = field(default_factory=list)  # the run's artifact
 
     def write(self, work: Any) -> Any:
@@ -176,6 +177,21 @@ async def send_one(ctx: Context, item: Upsert | Delete) -> Outcome:
         return Failed(contact_id, error.message)
 
 
+@io_task(retries=2, retry_delay_seconds=5)
+async def ensure_merge_fields(ctx: Context) -> None:
+    """Put back FNAME, LNAME or PHONE when the audience lacks them (push §3.10): without
+    them every member would be refused, or its name dropped. Once a run, before its first
+    write (after its first claim, so a concurrent drainer's claim is never delayed by it)."""
+    if ctx.fields_checked:
+        return
+    ctx.fields_checked = True
+    present = set(await ctx.mailchimp.merge_fields())
+    for tag, (name, kind) in FIELD_DEFINITIONS.items():
+        if tag not in present:
+            await ctx.mailchimp.add_merge_field(tag, name, kind)
+            get_logger().info("owner %s: created the merge field %s (%s)", ctx.owner, tag, kind)
+
+
 # ---- the outbox ----------------------------------------------------------------------------------
 
 
@@ -242,6 +258,8 @@ async def drain(ctx: Context, paused: bool) -> None:
             await asyncio.sleep(max(wait, 0.0) + 0.01)
             continue
         work = await ctx.write(functools.partial(collapse, account=ctx.account, events=events))
+        if work.upserts:
+            await ensure_merge_fields(ctx)
         if not await drain_round(ctx, work):
             return
         paused = False
@@ -467,7 +485,10 @@ async def sync_connection(
                     await _dry_run(ctx, full)
                 else:
                     if full:
-                        await send_full_sync(ctx, await plan_full_sync(ctx))
+                        plan = await plan_full_sync(ctx)
+                        if plan.subscribe:
+                            await ensure_merge_fields(ctx)
+                        await send_full_sync(ctx, plan)
                     await drain(ctx, paused=connection.status == "paused")
                     await _table(
                         ctx, "failures", ctx.rows, "Contacts Mailchimp refused in this run"

@@ -18,6 +18,12 @@ from shared.runs import payload_hash
 PROVIDER = "mailchimp"
 OPERATION = "push"
 MERGE_FIELDS = {"FNAME": "first_name", "LNAME": "last_name", "PHONE": "phone"}
+# How to create one that an audience lacks: (name, type) (push §3.10).
+FIELD_DEFINITIONS = {
+    "FNAME": ("First Name", "text"),
+    "LNAME": ("Last Name", "text"),
+    "PHONE": ("Phone Number", "phone"),
+}
 
 
 def record_key(contact_id: str) -> str:

@@ -37,11 +37,17 @@ class World:
     ring: Keyring
     tokens: dict[str, str]  # owner → token
 
-    def connect(self, owner: str, account: str | None = None, **columns: Any) -> str:
+    def connect(
+        self,
+        owner: str,
+        account: str | None = None,
+        fields: tuple[str, ...] = ("FNAME", "LNAME", "PHONE"),
+        **columns: Any,
+    ) -> str:
         """An owner connected to `account` (created when new) with a fresh audience."""
         name = account or f"Account of {owner}"
         found = self.sandbox.accounts.get(name) or self.sandbox.add_account(name)
-        list_id = self.sandbox.add_audience(found, f"Audience of {owner}")
+        list_id = self.sandbox.add_audience(found, f"Audience of {owner}", fields)
         token = self.sandbox.mint_token(found)
         self.tokens[owner] = token
         with session_scope(self.url) as session:
@@ -192,6 +198,19 @@ def test_a_new_connection_is_reconciled_in_full_then_a_rerun_sends_nothing(world
     again = run()
     assert world.writes(before) == []
     assert again.summaries == []  # nothing due: no run, no ledger row
+
+
+def test_merge_fields_the_audience_lacks_are_created_first(world: World) -> None:
+    list_id = world.connect("pia", fields=("FNAME",))  # LNAME and PHONE were removed
+    add_contacts(world.url, "pia", 3)
+
+    run()
+
+    audience = world.sandbox.accounts["Account of pia"].audiences[list_id]
+    assert audience.merge_fields == ("FNAME", "LNAME", "PHONE")
+    assert audience.field_info["PHONE"]["type"] == "phone"
+    assert_mirrored(world, list_id, "pia")
+    assert failures(world.url) == {}
 
 
 def test_contacts_in_mailchimp_before_connecting_are_matched_not_duplicated(world: World) -> None:
@@ -434,7 +453,8 @@ def test_two_drainers_process_every_event_exactly_once(world: World) -> None:
     list_id = world.connect("ned")
     run()
     made = add_contacts(world.url, "ned", 1000)
-    world.sandbox.latency = type(world.sandbox.latency)(0.01)
+    # A round of 500 takes seconds, so the second drainer claims while the first sends.
+    world.sandbox.latency = type(world.sandbox.latency)(0.03)
     results: list[MailchimpResult] = []
 
     def drainer() -> None:

@@ -222,6 +222,40 @@ async def test_unknown_routes_are_404_and_wrong_methods_405_problems() -> None:
     assert ping.json() == {"health_status": "Everything's Chimpy!"}
 
 
+async def test_merge_fields_are_listed_and_added_once() -> None:
+    sandbox = account()
+    audience = list_id(sandbox)
+    async with in_process(sandbox) as client:
+        listed = await client.get(f"/3.0/lists/{audience}/merge-fields", headers=basic(KEY))
+        body = {"name": "Company", "type": "text", "tag": "company"}
+        added = await client.post(
+            f"/3.0/lists/{audience}/merge-fields", json=body, headers=basic(KEY)
+        )
+        again = await client.post(
+            f"/3.0/lists/{audience}/merge-fields", json=body, headers=basic(KEY)
+        )
+        wrong = await client.post(
+            f"/3.0/lists/{audience}/merge-fields",
+            json={"name": "X", "type": "colour"},
+            headers=basic(KEY),
+        )
+        member = await client.put(
+            f"/3.0/lists/{audience}/members/{subscriber_hash('a@b.example')}",
+            json={
+                "email_address": "a@b.example",
+                "status_if_new": "subscribed",
+                "merge_fields": {"COMPANY": "Acme"},
+            },
+            headers=basic(KEY),
+        )
+    assert [f["tag"] for f in listed.json()["merge_fields"]] == ["FNAME", "LNAME", "PHONE"]
+    assert listed.json()["merge_fields"][2]["type"] == "phone"
+    assert (added.status_code, added.json()["tag"]) == (200, "COMPANY")
+    assert is_problem(again, 400, "Invalid Resource")
+    assert is_problem(wrong, 400, "Invalid Resource")
+    assert member.json()["merge_fields"]["COMPANY"] == "Acme"
+
+
 async def test_the_api_root_names_the_account_of_the_credentials() -> None:
     sandbox = account()
     other = sandbox.add_account("Other", "us6")
