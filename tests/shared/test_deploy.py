@@ -76,6 +76,7 @@ async def _read_state(api_env: dict[str, str]) -> dict[str, Any]:
                     global_limit_name(cls.provider, "default")
                 )
                 for cls in PROVIDERS
+                if not cls.accounts_per_connection  # Mailchimp's come with its connections
             }
     return {"pool": pool, "deployments": deployments, "limits": limits}
 
