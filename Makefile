@@ -13,8 +13,11 @@ demo: .venv/.synced  ## run every flow against local sandboxes on SQLite, print 
 	mkdir -p .demo/prefect
 	$(DEMO_ENV) $(UV) run --frozen syncflows demo
 
+# Three workers on two cores (the tests mostly wait on latency and pacing), then the tests that
+# measure rates or time (marker `serial`) alone, even after a failure; either run fails the target.
 test: .venv/.synced  ## the whole suite (PostgreSQL tests skip with a reason when no server answers)
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -n 3 --dist worksteal -m "not serial"; status=$$?; \
+	$(UV) run --frozen pytest -m serial && exit $$status
 
 bench: .venv/.synced  ## every benchmark scenario; fails if any result is incorrect
 	mkdir -p .bench/prefect

@@ -10,8 +10,8 @@ from sqlmodel import SQLModel
 
 import flows.activecampaign.tables
 import flows.brevo.tables
-import flows.mailchimp.tables
 import flows.magento.tables
+import flows.mailchimp.tables
 import flows.mailerlite.tables  # noqa: F401
 import shared.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from shared.db import sqlite_pragmas

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -57,6 +57,10 @@ POSTGRES_MISSING = _postgres_answers()
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if POSTGRES_MISSING and os.environ.get("SYNCFLOWS_REQUIRE_POSTGRES"):
         raise pytest.UsageError(f"SYNCFLOWS_REQUIRE_POSTGRES is set but {POSTGRES_MISSING}")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # The minute-long end-to-end tests start first, so that none of them starts last while
+        # the other workers have run out of tests.
+        items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
 
 
 @pytest.fixture
@@ -107,10 +111,27 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+_MEASURED: list[str] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport() -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # Figures ride on the test's report: under xdist (make test) the test ran in a worker, and
+    # only its reports reach the process that prints the summary.
     from tests.support.measure import MEASUREMENTS
 
-    if MEASUREMENTS:
+    report = yield
+    report.user_properties.extend(("measured", line) for line in MEASUREMENTS)
+    MEASUREMENTS.clear()
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _MEASURED.extend(str(value) for name, value in report.user_properties if name == "measured")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _MEASURED:
         terminalreporter.section("measured")
-        for line in MEASUREMENTS:
+        for line in _MEASURED:
             terminalreporter.write_line(line)

@@ -5,7 +5,6 @@ status, disconnecting, key rotation and the PostgreSQL capture triggers."""
 from __future__ import annotations
 
 import io
-import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -37,15 +36,9 @@ from shared.cli import main
 from shared.crypto import Keyring, UnreadableSecret, new_key
 from shared.db import session_scope
 from shared.models import PushState, utcnow
+from tests.support.prefect_server import free_port
 
 OWNERS = ("alice", "bob", "carol")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

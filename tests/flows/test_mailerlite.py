@@ -357,6 +357,7 @@ async def test_missing_key_or_group_stops_before_any_request(
 # ---- limits and resuming -----------------------------------------------------------------------
 
 
+@pytest.mark.serial
 async def test_both_limits_are_used_and_never_exceeded(
     monkeypatch: pytest.MonkeyPatch, database_url: str
 ) -> None:

@@ -62,6 +62,7 @@ async def test_server_errors_answer_with_their_status_and_body(
         assert failed.json() == body
 
 
+@pytest.mark.serial
 async def test_a_timeout_ends_in_a_read_timeout_and_the_next_request_is_answered(
     connect: Connect,
 ) -> None:

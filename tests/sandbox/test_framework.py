@@ -158,6 +158,7 @@ async def test_a_429_body_is_the_providers_own(
     assert answer == body
 
 
+@pytest.mark.serial
 async def test_one_request_over_the_concurrency_cap_gets_429(connect: Connect) -> None:
     mailchimp_like = ConcurrencyLimit(10, reject=problem_rejection())
     app = PathSandbox(mailchimp_like, latency=0.2).app
@@ -174,6 +175,7 @@ async def test_one_request_over_the_concurrency_cap_gets_429(connect: Connect) -
     assert mailchimp_like.in_flight == 0
 
 
+@pytest.mark.serial
 async def test_scale_30_runs_a_minute_limit_in_two_seconds_and_asks_for_real_seconds(
     connect: Connect,
 ) -> None:
@@ -199,6 +201,7 @@ async def test_scale_30_runs_a_minute_limit_in_two_seconds_and_asks_for_real_sec
     assert again.status_code == 200
 
 
+@pytest.mark.serial
 async def test_latency_delays_each_answer_and_can_change_while_running(connect: Connect) -> None:
     app = create_app(KEY, latency=0.05, jitter=0.02)
     sandbox = app.state.sandbox
@@ -259,6 +262,7 @@ async def test_the_log_keeps_text_bodies_as_text(connect: Connect) -> None:
     assert sandbox.log[0].body == "email\na@x.test\n"
 
 
+@pytest.mark.serial
 async def test_concurrency_at_arrival_counts_every_request_in_flight(connect: Connect) -> None:
     app = create_app(KEY, latency=0.1)
     sandbox = app.state.sandbox

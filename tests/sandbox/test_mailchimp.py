@@ -559,6 +559,7 @@ async def test_a_batch_runs_its_operations_and_serves_the_results(definitions: D
 # ---- the connection cap (push §3.11) -------------------------------------------------------------
 
 
+@pytest.mark.serial
 async def test_the_eleventh_simultaneous_request_of_an_account_gets_a_429(
     connect: Connect, definitions: Defs
 ) -> None:

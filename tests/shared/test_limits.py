@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SECONDS = 30.0
 TASKS = 8
 
+pytestmark = pytest.mark.serial  # rates and waits measured on the wall clock
+
 
 class FakeTime:
     """A discrete-event clock: sleepers wake in time order, instantly, when all are blocked."""
