@@ -16,7 +16,9 @@ from sqlmodel import select
 
 import flows.mailchimp.outbox
 from flows.mailchimp.capture import capture
+from flows.mailchimp.connections import PAUSED_NOTICE
 from flows.mailchimp.flow import MailchimpResult, SyncNowRefused, mailchimp_sync
+from flows.mailchimp.manage import status_lines
 from flows.mailchimp.tables import AccountOwner, Contact, MailchimpConnection, MailchimpSyncQueue
 from sandbox.mailchimp import MailchimpSandbox, create_app, subscriber_hash
 from sandbox.server import serve
@@ -149,6 +151,12 @@ def connection(url: str, owner: str) -> MailchimpConnection:
             select(MailchimpConnection).where(MailchimpConnection.owner_id == owner)
         ).one()
         return found
+
+
+def notes(url: str, owner: str) -> list[str]:
+    """What `syncflows mailchimp status` shows the owner."""
+    with session_scope(url) as session:
+        return status_lines(session, owner)
 
 
 def failures(url: str) -> dict[str, SyncFailure]:
@@ -298,6 +306,7 @@ def test_five_503s_pause_the_connection_and_the_next_success_resumes_it(world: W
     paused = connection(world.url, "eve")
     assert paused.status == "paused"
     assert "503" in (paused.paused_reason or "")
+    assert PAUSED_NOTICE in notes(world.url, "eve")
     [event] = queued(world.url)
     assert (event.attempts, event.contact_id) == (5, contact.id)
     assert world.member(list_id, contact.email or "") is None
@@ -321,6 +330,7 @@ def test_five_503s_pause_the_connection_and_the_next_success_resumes_it(world: W
 
     resumed = connection(world.url, "eve")
     assert (resumed.status, resumed.paused_reason) == ("active", None)
+    assert PAUSED_NOTICE not in notes(world.url, "eve")  # the note goes by itself
     assert queued(world.url) == []
     assert world.member(list_id, contact.email or "") is not None
 
