@@ -42,6 +42,8 @@ BATCH_WAIT_SECONDS = 30 * 60
 MEMBER_FIELDS = "members.email_address,members.status,members.merge_fields,members.tags,total_items"
 # §3.5, §3.6: answers that will never change for this address; not retried, never pausing.
 PERMANENT_TITLES = frozenset({"Member In Compliance State", "Forgotten Email Not Subscribed"})
+# Their details, which is all a batch subscribe's per-member error carries (§3.7).
+PERMANENT_DETAILS = ("is in a compliance state", "was permanently deleted")
 
 
 def subscriber_hash(email: str) -> str:
@@ -50,10 +52,15 @@ def subscriber_hash(email: str) -> str:
 
 
 def is_permanent(body: Any) -> bool:
-    """Whether a refusal names a compliance state or a forgotten address (push §3.5, §3.6)."""
+    """Whether a refusal (a problem document, or an error's text) names a compliance state or
+    a forgotten address (push §3.5, §3.6)."""
     if isinstance(body, dict):
         return body.get("title") in PERMANENT_TITLES
-    return isinstance(body, str) and any(title in body for title in PERMANENT_TITLES)
+    if not isinstance(body, str):
+        return False
+    return any(title in body for title in PERMANENT_TITLES) or any(
+        detail in body for detail in PERMANENT_DETAILS
+    )
 
 
 class Mailchimp:

@@ -25,6 +25,11 @@ SYNC_NOW_EVERY = timedelta(hours=1)  # the seed: Sync Now is rate limited to onc
 PAUSED_NOTICE = "Heads up—email sync is paused right now."  # the seed's coach-panel note
 
 
+def owner_account(owner: str) -> str:
+    """The account of an owner's connection in the run ledger, push state and failures."""
+    return f"owner-{owner}"
+
+
 def keyring(settings: MailchimpSettings) -> Keyring:
     assert settings.token_keys is not None  # load_provider_settings checked it
     return Keyring(settings.token_keys.get_secret_value(), settings.env_name("token_keys"))
@@ -46,8 +51,7 @@ class Connection:
 
     @property
     def label(self) -> str:
-        """The run ledger's account: the owner (one connection each)."""
-        return f"owner-{self.owner_id}"
+        return owner_account(self.owner_id)
 
     def client(self, provider: MailchimpSettings, settings: Settings, **kwargs: Any) -> HttpClient:
         """This connection's HTTP client; its limiter is the Mailchimp account's, shared by

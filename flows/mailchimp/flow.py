@@ -44,7 +44,6 @@ from flows.mailchimp.full import (
     Known,
     Member,
     member_from,
-    permanent_detail,
     plan_full,
     read_known,
     subscribe_chunks,
@@ -322,7 +321,7 @@ async def send_full_sync(ctx: Context, plan: FullPlan) -> None:
             if found is not None:
                 text = str(error.get("error", ""))
                 refused[found.contact_id] = Refused(
-                    found.contact_id, 400, text, error, permanent_detail(text)
+                    found.contact_id, 400, text, error, is_permanent(text)
                 )
 
     await fan_out(subscribe_chunks(plan), subscribe, limit=SUBSCRIBES_AT_ONCE)

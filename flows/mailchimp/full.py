@@ -39,17 +39,6 @@ from flows.mailchimp.outbox import Delete
 from flows.mailchimp.tables import Contact
 from shared.models import PushState
 
-# §3.5, §3.6: the wording of the two answers that never change for an address. A batch
-# subscribe error carries only the detail text, not the title.
-PERMANENT_DETAILS = ("compliance state", "permanently deleted")
-
-
-def permanent_detail(text: str) -> bool:
-    lowered = text.lower()
-    return any(phrase in lowered for phrase in PERMANENT_DETAILS) or (
-        "Member In Compliance State" in text or "Forgotten Email Not Subscribed" in text
-    )
-
 
 @dataclass(frozen=True)
 class Member:

@@ -16,13 +16,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from flows.mailchimp.connections import PAUSED_NOTICE, SYNC_NOW_EVERY
+from flows.mailchimp.connections import PAUSED_NOTICE, SYNC_NOW_EVERY, owner_account
+from flows.mailchimp.members import PROVIDER
 from flows.mailchimp.tables import AccountOwner, MailchimpConnection, MailchimpSyncQueue
 from shared.crypto import Keyring
 from shared.db import upsert
 from shared.models import PushState, utcnow
-
-PROVIDER = "mailchimp"
 
 
 class ManageError(RuntimeError):
@@ -36,11 +35,6 @@ class Saved:
     created: bool
     account_changed: bool
     audience_id: str | None  # the audience kept, if any
-
-
-def push_account(owner: str) -> str:
-    """The run ledger's and push_state's account of an owner (as `Connection.label`)."""
-    return f"owner-{owner}"
 
 
 def find(session: Session, owner: str) -> MailchimpConnection | None:
@@ -168,7 +162,7 @@ def disconnect(session: Session, owner: str) -> bool:
 def _forget_pushes(session: Session, owner: str) -> None:
     session.execute(
         sa.delete(PushState).where(
-            col(PushState.provider) == PROVIDER, col(PushState.account) == push_account(owner)
+            col(PushState.provider) == PROVIDER, col(PushState.account) == owner_account(owner)
         )
     )
 

@@ -373,6 +373,20 @@ def test_unsubscribed_cleaned_and_forgotten_members_are_never_resubscribed(world
     assert queued(world.url) == []  # permanent: not retried
     assert connection(world.url, "fay").status == "active"  # and not pausing
 
+    with session_scope(world.url) as session:  # Sync Now, through batch subscribe
+        session.execute(sa.update(MailchimpConnection).values(last_full_sync_at=NOW))
+        session.execute(
+            sa.update(Contact).where(Contact.id == made[0].id).values(first_name="Direct")
+        )
+    before = len(world.sandbox.log)
+    run(owner="fay", full_sync=True)
+    assert [world.member(list_id, e)["status"] for e in emails[:2]] == ["unsubscribed", "cleaned"]
+    assert world.member(list_id, emails[3]) is None
+    assert failures(world.url)["contact:fay-3"].permanent
+    [subscribe] = [e for e in world.writes(before) if e.path == f"/3.0/lists/{list_id}"]
+    sent = {m["email_address"]: m for m in subscribe.body["members"]}
+    assert "status" not in sent[emails[0]]  # an existing member's status is never forced
+
 
 # ---- Sync Now ------------------------------------------------------------------------------------
 
