@@ -15,7 +15,7 @@ from contextlib import suppress
 from shared.db import ROOT
 from shared.limits import ensure_global_limit
 from shared.names import global_limit_name
-from shared.settings import PROVIDERS, load_settings
+from shared.settings import PROVIDERS, Settings, load_settings
 
 WORK_POOL = "syncflows"
 
@@ -58,6 +58,15 @@ async def ensure_provider_limits() -> list[str]:
     return names
 
 
+async def _alerts(settings: Settings) -> str:
+    from shared.alerts import AlertsNotConfigured, ensure_alert_automation
+
+    try:
+        return await ensure_alert_automation(settings)
+    except AlertsNotConfigured as off:
+        return str(off)
+
+
 def deploy() -> int:
     """Run the whole deploy against the configured Prefect API; returns the exit code."""
     settings = load_settings()
@@ -71,6 +80,7 @@ def deploy() -> int:
     asyncio.run(ensure_work_pool())
     limits = asyncio.run(ensure_provider_limits())
     print(f"work pool {WORK_POOL!r} ready; limits: {', '.join(limits)}")  # noqa: T201
+    print(asyncio.run(_alerts(settings)))  # noqa: T201
     env = {**os.environ, "SYNCFLOWS_HOME": str(ROOT)}
     command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
     return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode

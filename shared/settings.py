@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         default=10.0, gt=0, le=50, validation_alias="SYNCFLOWS_LEASE_SECONDS"
     )
+    # Where `make deploy`'s alert automation sends (shared.alerts): a notification block's
+    # `<type>/<name>`, or a webhook URL (a secret: Slack's carry their key in the path).
+    alert_block: str | None = Field(default=None, validation_alias="SYNCFLOWS_ALERT_BLOCK")
+    alert_webhook_url: SecretStr | None = Field(
+        default=None, validation_alias="SYNCFLOWS_ALERT_WEBHOOK_URL"
+    )
     http_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="HTTP_TIMEOUT_SECONDS")
     http_max_attempts: int = Field(default=6, ge=1, validation_alias="HTTP_MAX_ATTEMPTS")
     http_backoff_max_seconds: float = Field(
@@ -289,8 +295,9 @@ P = TypeVar("P", bound=ProviderSettings)
 def load_settings() -> Settings:
     """Load the shared settings and register their secrets for redaction."""
     settings = Settings()
-    if settings.sentry_dsn is not None:
-        register_secret(settings.sentry_dsn.get_secret_value())
+    for secret in (settings.sentry_dsn, settings.alert_webhook_url):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
     register_secret(make_url(settings.database_url).password)
     return settings
 

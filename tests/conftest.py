@@ -27,6 +27,8 @@ for _name in list(os.environ):
         "PREFECT_API_URL",
         "SYNCFLOWS_GLOBAL_LIMITS",
         "SYNCFLOWS_LEASE_SECONDS",
+        "SYNCFLOWS_ALERT_BLOCK",
+        "SYNCFLOWS_ALERT_WEBHOOK_URL",
     ):
         del os.environ[_name]
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

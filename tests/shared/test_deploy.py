@@ -16,9 +16,14 @@ import pytest
 import yaml
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.flows import load_flow_from_entrypoint
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from sandbox.selfcheck import create_app
 from sandbox.server import serve
+from shared.alerts import AUTOMATION
 from shared.names import global_limit_name
 from shared.settings import PROVIDERS
 from tests.support.measure import MEASUREMENTS
@@ -81,6 +86,28 @@ async def _read_state(api_env: dict[str, str]) -> dict[str, Any]:
     return {"pool": pool, "deployments": deployments, "limits": limits}
 
 
+def alert_receiver() -> Starlette:
+    """A webhook that keeps the JSON bodies posted to `/hook` (`app.state.posts`)."""
+    posts: list[dict[str, Any]] = []
+
+    async def hook(request: Request) -> JSONResponse:
+        posts.append(await request.json())
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    app.state.posts = posts
+    return app
+
+
+async def _automations(api_url: str) -> list[str]:
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        async with get_client() as client:
+            return [a.name for a in await client.read_automations()]
+
+
 async def _wait_for_flow_run(api_url: str, flow_run_id: str, seconds: float) -> Any:
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -102,7 +129,12 @@ def test_make_deploy_then_a_worker_runs_a_deployment_with_parameters(
 ) -> None:
     started = time.monotonic()
     app = create_app(api_key="e2e-key-2718281828")
-    with prefect_server(postgres_url, tmp_path) as api_url, serve(app) as sandbox_url:
+    alerts = alert_receiver()
+    with (
+        prefect_server(postgres_url, tmp_path) as api_url,
+        serve(app) as sandbox_url,
+        serve(alerts) as alerts_url,
+    ):
         env = {
             **os.environ,
             "PREFECT_API_URL": api_url,
@@ -111,6 +143,7 @@ def test_make_deploy_then_a_worker_runs_a_deployment_with_parameters(
             "SELFCHECK_BASE_URL": sandbox_url,
             "SELFCHECK_API_KEY": "e2e-key-2718281828",
             "PREFECT_WORKER_QUERY_SECONDS": "1",  # the default 10 s poll is idle test time
+            "SYNCFLOWS_ALERT_WEBHOOK_URL": f"{alerts_url}/hook",
         }
         _run(["make", "deploy"], env)
         first = asyncio.run(_read_state(env))
@@ -171,6 +204,19 @@ def test_make_deploy_then_a_worker_runs_a_deployment_with_parameters(
             flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", output).group(1)  # type: ignore[union-attr]
             run = asyncio.run(_wait_for_flow_run(api_url, flow_run_id, seconds=120))
             status = _run([sys.executable, "-m", "shared.cli", "status", "selfcheck"], env)
+            # A run that fails (batch_size 0 cannot make batches) reaches people.
+            failing = _run(
+                [sys.executable, "-m", "prefect", "deployment", "run", "selfcheck-sync/selfcheck",
+                 "-p", "batch_size=0"],
+                env,
+            )  # fmt: skip
+            failed_id = re.search(r"UUID: ([0-9a-f-]{36})", failing).group(1)  # type: ignore[union-attr]
+            failed = asyncio.run(_wait_for_flow_run(api_url, failed_id, seconds=120))
+            deadline = time.monotonic() + 60
+            while not alerts.state.posts and time.monotonic() < deadline:
+                time.sleep(0.5)
+            time.sleep(2)  # a second notification for the same run would come by now
+            automations = asyncio.run(_automations(api_url))
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             try:
@@ -180,6 +226,13 @@ def test_make_deploy_then_a_worker_runs_a_deployment_with_parameters(
                 worker.wait()
 
     assert run.state.type.value == "COMPLETED", run.state
+    assert failed.state.type.value == "FAILED", failed.state
+    assert automations == [AUTOMATION]  # one, though deploy ran twice
+    assert len(alerts.state.posts) == 1, alerts.state.posts  # one notification per failed run
+    text = alerts.state.posts[0]["text"]
+    assert "selfcheck-sync" in text
+    assert "Failed" in text
+    assert failed.name in text
     assert run.parameters == {"records": 12, "batch_size": 4}
     assert len(app.state.sandbox.items) == 12
     import sqlalchemy as sa
@@ -187,7 +240,11 @@ def test_make_deploy_then_a_worker_runs_a_deployment_with_parameters(
     engine = sa.create_engine(f"sqlite:///{tmp_path}/state.db")
     with engine.connect() as connection:
         row = connection.execute(
-            sa.text("SELECT state, records_read, created, flow_run_id FROM sync_run")
+            sa.text(
+                "SELECT state, records_read, created, flow_run_id FROM sync_run "
+                "WHERE flow_run_id = :id"
+            ),
+            {"id": flow_run_id},
         ).one()
     assert tuple(row) == ("completed", 12, 12, flow_run_id)
     assert "selfcheck / default" in status

@@ -1,0 +1,98 @@
+"""Alerting: a Prefect automation that tells people when a syncflows run fails or crashes.
+
+Sentry gets one event per failed run (`shared.observability`); this is the second channel, in
+Prefect itself, so a crash that never reached our code (a worker killed, a pod evicted) is
+reported too. `make deploy` installs one automation, idempotently:
+
+* trigger: the events `prefect.flow-run.Failed` and `prefect.flow-run.Crashed` of any flow run
+  tagged `syncflows` (every deployment in prefect.yaml carries the tag, and its runs inherit it);
+* action: a notification through a Prefect notification block: the one named in
+  `SYNCFLOWS_ALERT_BLOCK` as `<block type>/<name>` (a Slack, Teams or email block made in the
+  UI, e.g. `slack-webhook/ops`), or a webhook block
+  `syncflows-alerts` that deploy makes from `SYNCFLOWS_ALERT_WEBHOOK_URL` (a Slack incoming
+  webhook URL works: the JSON carries `text`).
+
+With neither set, deploy says so and installs nothing: an automation needs somewhere to send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.settings import Settings
+
+AUTOMATION = "syncflows: a run failed or crashed"
+WEBHOOK_BLOCK = "syncflows-alerts"
+TAG = "syncflows"
+SUBJECT = "syncflows: {{ flow.name }} run {{ flow_run.name }} {{ flow_run.state.name }}"
+BODY = (
+    "{{ flow.name }} / {{ deployment.name }}: run {{ flow_run.name }} ended "
+    "{{ flow_run.state.name }}.\n{{ flow_run.state.message }}\n{{ flow_run|ui_url }}"
+)
+
+
+class AlertsNotConfigured(RuntimeError):
+    """Neither SYNCFLOWS_ALERT_BLOCK nor SYNCFLOWS_ALERT_WEBHOOK_URL is set."""
+
+
+async def notification_block_id(settings: Settings) -> Any:
+    """The notification block the automation sends through (made from the webhook URL)."""
+    block_name = settings.alert_block
+    webhook = settings.alert_webhook_url.get_secret_value() if settings.alert_webhook_url else None
+    if block_name:  # "<block type>/<name>", e.g. "slack-webhook/ops"
+        from prefect.blocks.core import Block
+
+        loaded: Any = await Block.aload(block_name)
+        return loaded._block_document_id
+    if not webhook:
+        raise AlertsNotConfigured(
+            "alerts are off: set SYNCFLOWS_ALERT_BLOCK (a Prefect notification block's name) or "
+            "SYNCFLOWS_ALERT_WEBHOOK_URL to be told of failed and crashed runs"
+        )
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = CustomWebhookNotificationBlock(
+        name="syncflows alerts",
+        url=webhook,
+        json_data={"text": "{{subject}}\n{{body}}"},
+        allow_private_urls=True,  # an on-premises relay is a private address
+    )
+    return await block.save(WEBHOOK_BLOCK, overwrite=True)
+
+
+async def ensure_alert_automation(settings: Settings) -> str:
+    """Create or update the automation; returns what was done, for deploy's output.
+
+    Raises:
+        AlertsNotConfigured: with the variables to set.
+    """
+    from prefect import get_client
+    from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
+
+    block_id = await notification_block_id(settings)
+    automation = AutomationCore(
+        name=AUTOMATION,
+        description="Notifies on every failed or crashed run of a syncflows deployment.",
+        enabled=True,
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={
+                "prefect.resource.role": "tag",
+                "prefect.resource.id": f"prefect.tag.{TAG}",
+            },
+            posture=Posture.Reactive,
+            threshold=1,
+            within=0,
+        ),
+        actions=[SendNotification(block_document_id=block_id, subject=SUBJECT, body=BODY)],
+    )
+    async with get_client() as client:
+        existing = await client.read_automations_by_name(AUTOMATION)
+        if existing:
+            await client.update_automation(existing[0].id, automation)
+            for extra in existing[1:]:  # two deploys at once: keep one
+                await client.delete_automation(extra.id)
+            return f"alert automation {AUTOMATION!r} updated"
+        await client.create_automation(automation)
+        return f"alert automation {AUTOMATION!r} created"
