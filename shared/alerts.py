@@ -42,7 +42,13 @@ async def notification_block_id(settings: Settings) -> Any:
     if block_name:  # "<block type>/<name>", e.g. "slack-webhook/ops"
         from prefect.blocks.core import Block
 
-        loaded: Any = await Block.aload(block_name)
+        try:
+            loaded: Any = await Block.aload(block_name)
+        except ValueError:  # Prefect: "Unable to find block document named …"
+            raise AlertsNotConfigured(
+                f"SYNCFLOWS_ALERT_BLOCK: there is no notification block {block_name!r} "
+                "(write it as <block type>/<name>, e.g. slack-webhook/ops)"
+            ) from None
         return loaded._block_document_id
     if not webhook:
         raise AlertsNotConfigured(
