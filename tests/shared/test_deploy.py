@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from sandbox.base import Latency
 from sandbox.selfcheck import create_app
 from sandbox.server import serve
 from shared.alerts import AUTOMATION
@@ -84,6 +85,13 @@ async def _read_state(api_env: dict[str, str]) -> dict[str, Any]:
                 if not cls.accounts_per_connection  # Mailchimp's come with its connections
             }
     return {"pool": pool, "deployments": deployments, "limits": limits}
+
+
+def _uuid(output: str) -> str:
+    """The flow run id `prefect deployment run` prints."""
+    found = re.search(r"UUID: ([0-9a-f-]{36})", output)
+    assert found is not None, output
+    return found.group(1)
 
 
 def alert_receiver() -> Starlette:
@@ -204,6 +212,7 @@ def test_make_deploy_then_a_worker_runs_a_deployment_with_parameters(
             flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", output).group(1)  # type: ignore[union-attr]
             run = asyncio.run(_wait_for_flow_run(api_url, flow_run_id, seconds=120))
             status = _run([sys.executable, "-m", "shared.cli", "status", "selfcheck"], env)
+            pushed = len(app.state.sandbox.items)
             # A run that fails (batch_size 0 cannot make batches) reaches people.
             failing = _run(
                 [sys.executable, "-m", "prefect", "deployment", "run", "selfcheck-sync/selfcheck",
@@ -217,6 +226,20 @@ def test_make_deploy_then_a_worker_runs_a_deployment_with_parameters(
                 time.sleep(0.5)
             time.sleep(2)  # a second notification for the same run would come by now
             automations = asyncio.run(_automations(api_url))
+            # No overlap: a second run while the first is still sending is cancelled.
+            app.state.sandbox.latency = Latency(4.0)
+            slow, late = (
+                _run(
+                    [sys.executable, "-m", "prefect", "deployment", "run",
+                     "selfcheck-sync/selfcheck", "-p", f"records={records}"],
+                    env,
+                )
+                for records in (16, 20)
+            )  # fmt: skip
+            slow_run, late_run = (
+                asyncio.run(_wait_for_flow_run(api_url, _uuid(output), seconds=120))
+                for output in (slow, late)
+            )
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             try:
@@ -226,6 +249,9 @@ def test_make_deploy_then_a_worker_runs_a_deployment_with_parameters(
                 worker.wait()
 
     assert run.state.type.value == "COMPLETED", run.state
+    assert slow_run.state.type.value == "COMPLETED", slow_run.state
+    assert late_run.state.type.value == "CANCELLED", late_run.state  # visibly, with a reason
+    assert "concurrency" in (late_run.state.message or "").lower(), late_run.state.message
     assert failed.state.type.value == "FAILED", failed.state
     assert automations == [AUTOMATION]  # one, though deploy ran twice
     assert len(alerts.state.posts) == 1, alerts.state.posts  # one notification per failed run
@@ -234,7 +260,7 @@ def test_make_deploy_then_a_worker_runs_a_deployment_with_parameters(
     assert "Failed" in text
     assert failed.name in text
     assert run.parameters == {"records": 12, "batch_size": 4}
-    assert len(app.state.sandbox.items) == 12
+    assert pushed == 12
     import sqlalchemy as sa
 
     engine = sa.create_engine(f"sqlite:///{tmp_path}/state.db")
