@@ -471,6 +471,17 @@ async def _publish_summary(tracker: RunTracker, state: str, error: str | None) -
         logging.getLogger("syncflows.runs").warning("could not publish the run summary: %s", exc)
 
 
+async def publish_table(
+    provider: str, account: str, what: str, rows: list[dict[str, Any]], description: str
+) -> None:
+    """A table artifact keyed by provider account and `what` (a dry run, a reconciliation…),
+    when inside a flow run and there is something to show."""
+    if _flow_run_id() is not None and rows:
+        await acreate_table_artifact(
+            rows, key=artifact_key(provider, account, what), description=description
+        )
+
+
 def _first_failures(url: str, run_id: int) -> list[SyncFailure]:
     with session_scope(url) as session:
         return list(

@@ -49,9 +49,16 @@ from shared.db import in_thread
 from shared.flowkit import fan_out, io_task, sync_flow
 from shared.http import provider_client
 from shared.models import utcnow
-from shared.names import artifact_key
 from shared.observability import get_logger
-from shared.runs import Counts, RunSummary, RunTracker, payload_hash, push_hashes, tracked_run
+from shared.runs import (
+    Counts,
+    RunSummary,
+    RunTracker,
+    payload_hash,
+    publish_table,
+    push_hashes,
+    tracked_run,
+)
 from shared.settings import BrevoSettings, load_provider_settings, load_settings
 
 IMPORT_BYTES = 8_000_000  # per import body: Brevo takes 10 MB and advises ~8 (push §2.5)
@@ -278,13 +285,7 @@ RESULT_ROWS = 100
 
 
 async def _table(push: Push, what: str, rows: list[dict[str, Any]], description: str) -> None:
-    from prefect.artifacts import acreate_table_artifact  # deferred: importing prefect is slow
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is not None and rows:
-        await acreate_table_artifact(
-            rows, key=artifact_key(PROVIDER, push.account, what), description=description
-        )
+    await publish_table(PROVIDER, push.account, what, rows, description)
 
 
 def dry_run_rows(plan: Plan) -> list[dict[str, Any]]:

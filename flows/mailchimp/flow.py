@@ -73,9 +73,15 @@ from shared.db import ensure_schema, in_thread
 from shared.flowkit import fan_out, io_task, sync_flow
 from shared.http import Answer, ProviderError, ProviderHTTPError, RetryPolicy
 from shared.models import utcnow
-from shared.names import artifact_key
 from shared.observability import Refusal, get_logger
-from shared.runs import Counts, RunSummary, RunTracker, describe_error, tracked_run
+from shared.runs import (
+    Counts,
+    RunSummary,
+    RunTracker,
+    describe_error,
+    publish_table,
+    tracked_run,
+)
 from shared.settings import MailchimpSettings, Settings, load_provider_settings, load_settings
 
 CONNECTIONS_AT_ONCE = 4
@@ -375,15 +381,7 @@ async def send_full_sync(ctx: Context, plan: FullPlan) -> None:
 
 
 async def _table(ctx: Context, what: str, rows: list[dict[str, Any]], description: str) -> None:
-    from prefect.artifacts import acreate_table_artifact  # deferred: importing prefect is slow
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is not None and rows:
-        await acreate_table_artifact(
-            rows[:RESULT_ROWS],
-            key=artifact_key(PROVIDER, ctx.account, what),
-            description=description,
-        )
+    await publish_table(PROVIDER, ctx.account, what, rows[:RESULT_ROWS], description)
 
 
 def dry_run_rows(plan: FullPlan | None, work: Round | None) -> list[dict[str, Any]]:

@@ -65,13 +65,14 @@ from shared.flowkit import fan_out, io_task, sync_flow
 from shared.http import provider_client
 from shared.limits import LimitSpec, shared_limiter
 from shared.models import utcnow
-from shared.names import artifact_key, global_limit_name
+from shared.names import global_limit_name
 from shared.observability import get_logger
 from shared.runs import (
     Counts,
     RunSummary,
     RunTracker,
     payload_hash,
+    publish_table,
     push_hashes,
     remote_statuses,
     tracked_run,
@@ -317,15 +318,13 @@ def dry_run_rows(plan: Plan) -> list[dict[str, Any]]:
 
 async def publish_dry_run(push: Push, plan: Plan) -> list[dict[str, Any]]:
     rows = dry_run_rows(plan)
-    from prefect.artifacts import acreate_table_artifact  # deferred: importing prefect is slow
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is not None:
-        await acreate_table_artifact(
-            [{**row, "detail": str(row["detail"])} for row in rows],
-            key=artifact_key(PROVIDER, push.account, "dry-run"),
-            description="mailerlite-sync test_mode: what a real run would send (nothing was sent)",
-        )
+    await publish_table(
+        PROVIDER,
+        push.account,
+        "dry-run",
+        [{**row, "detail": str(row["detail"])} for row in rows],
+        "mailerlite-sync test_mode: what a real run would send (nothing was sent)",
+    )
     return rows
 
 
