@@ -1,7 +1,8 @@
 """`python -m bench list` · `python -m bench run <scenario>|--all`.
 
 Each run prints a table and, as its last line, one JSON object; results go to
-bench/results/<scenario>.json. Exit status 1 when any scenario has `correct: false`.
+bench/results/<scenario>.json. Exit status 1 when any scenario has `correct: false`. `--all`
+leaves out the scenarios that run only when named (`ON_REQUEST`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 os.environ.setdefault("SYNCFLOWS_ENV_FILE", os.devnull)
 
 from bench.harness import peak_rss_mb, report, save
-from bench.scenarios import SCENARIOS
+from bench.scenarios import ON_REQUEST, SCENARIOS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,13 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the scenarios")
     run = commands.add_parser("run", help="run one scenario, or all with --all")
-    run.add_argument("scenario", nargs="?", choices=sorted(SCENARIOS))
-    run.add_argument("--all", action="store_true", help="run every scenario")
+    run.add_argument("scenario", nargs="?", choices=sorted(SCENARIOS | ON_REQUEST))
+    run.add_argument("--all", action="store_true", help="run every scenario but on-request ones")
     args = parser.parse_args(argv)
 
     if args.command == "list":
         for scenario in SCENARIOS.values():
             print(f"{scenario.name:28} {scenario.description}")  # noqa: T201
+        for scenario in ON_REQUEST.values():
+            print(f"{scenario.name:28} {scenario.description} [on request]")  # noqa: T201
         return 0
     if not args.all and not args.scenario:
         parser.error("name a scenario or pass --all")
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in sorted(SCENARIOS)
         ]
         return max(codes, default=0)
-    result = SCENARIOS[args.scenario].run()
+    result = (SCENARIOS | ON_REQUEST)[args.scenario].run()
     if not result.peak_rss_mb:  # a scenario may measure it earlier, before its own checks
         result.peak_rss_mb = peak_rss_mb()
     save(result)

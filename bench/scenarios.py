@@ -21,6 +21,7 @@ from bench.brevo import SCENARIOS as BREVO
 from bench.harness import BenchResult, Scenario, warm_prefect
 from bench.magento import SCENARIOS as MAGENTO
 from bench.mailchimp import SCENARIOS as MAILCHIMP
+from bench.mailchimp_workers import SCENARIOS as MAILCHIMP_WORKERS
 from bench.mailerlite import SCENARIOS as MAILERLITE
 from flows.selfcheck import BAD_RECORD, demo_records, payload, selfcheck_sync
 from sandbox.selfcheck import create_app
@@ -167,3 +168,7 @@ SCENARIOS = {
         *MAILCHIMP,
     )
 }
+
+# Run only when named (`python -m bench run mailchimp-workers`), never by `--all`: they need
+# PostgreSQL and a Prefect server with workers, and take about 16 minutes.
+ON_REQUEST = {s.name: s for s in MAILCHIMP_WORKERS}

@@ -26,15 +26,22 @@ TAGS = ("client", "lead", "vip", "past-client", "investor", "referral", "newslet
 
 
 def connect_owner(
-    url: str, sandbox: MailchimpSandbox, api_endpoint: str, ring: Keyring, owner: str
+    url: str,
+    sandbox: MailchimpSandbox,
+    api_endpoint: str,
+    ring: Keyring,
+    owner: str,
+    account_name: str | None = None,
 ) -> str:
-    """`owner` (created if new) connected to a sandbox account and audience; the audience id.
+    """`owner` (created if new) connected to a sandbox account (`account_name`, else the owner's
+    own) and an audience of its own; the audience id.
 
     A sandbox forgets everything when it stops, so a second demo connects again: same
     account and audience ids (the sandbox makes them from its seed), a new token and address,
     and the owner's sync history kept.
     """
-    account = sandbox.accounts.get(f"{owner} account") or sandbox.add_account(f"{owner} account")
+    name = account_name or f"{owner} account"
+    account = sandbox.accounts.get(name) or sandbox.add_account(name)
     audience = f"{owner} contacts"
     found = [a.id for a in account.audiences.values() if a.name == audience]
     list_id = found[0] if found else sandbox.add_audience(account, audience)

@@ -4,7 +4,9 @@ Logs go through Prefect's run logger inside a run (they reach the UI) and a plai
 outside one. Sentry is initialised once per process from `SENTRY_DSN` with its default
 integrations off, so a failed run sends exactly one event, from the flow's `on_failure` /
 `on_crashed` hook (prefect-notes §9: with the integration on, one failure made four events,
-including one for a retry that later succeeded). `before_send` redacts every registered secret.
+including one for a retry that later succeeded). A run killed outright runs no hook: the next run
+of its provider account reports it (`report_abandoned_run`). `before_send` redacts every
+registered secret.
 """
 
 from __future__ import annotations
@@ -89,6 +91,31 @@ async def report_run_failure(flow: Any, flow_run: Any, state: Any) -> None:
                 f"{flow.name} run {flow_run.name} ended {state.type.value}", level="error"
             )
     sentry_sdk.flush(timeout=5)  # the worker's subprocess exits right after the run
+
+
+def report_abandoned_run(
+    provider: str, account: str, flow_run_id: str, *, mode: str, prefect_state: str
+) -> None:
+    """One Sentry event for a run whose process died before it could report (SIGKILL, a lost
+    node: no hook runs), sent by the next run of the same provider account, which found the
+    dead run's ledger row still `running` (shared.runs)."""
+    init_observability()
+    if _sentry_dsn is None:
+        return
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("prefect.flow_run_id", flow_run_id)
+        scope.set_tag("syncflows.provider", provider)
+        scope.set_tag("syncflows.account", account)
+        scope.set_tag("syncflows.mode", mode)
+        scope.set_context("prefect", {"state": prefect_state})
+        # One Sentry issue per provider account, however many runs die.
+        scope.fingerprint = ["syncflows-abandoned-run", provider, account]
+        sentry_sdk.capture_message(
+            f"{provider} run {flow_run_id} (account {account}) ended without finishing: its "
+            "process was killed or lost; this run picks up its work",
+            level="error",
+        )
+    sentry_sdk.flush(timeout=5)
 
 
 def _mode(parameters: dict[str, Any]) -> str:

@@ -26,9 +26,10 @@ from prefect.artifacts import (
 )
 from sqlmodel import Session, col, select
 
-from shared.db import ensure_schema, insert_for, session_scope, upsert
+from shared.db import ensure_schema, get_engine, insert_for, session_scope, upsert
 from shared.models import PushState, SyncCheckpoint, SyncCursor, SyncFailure, SyncRun, utcnow
 from shared.names import artifact_key
+from shared.observability import get_logger, report_abandoned_run
 from shared.redact import redact, redact_data
 
 DEFAULT_MAX_FAILURE_ATTEMPTS = 10
@@ -106,6 +107,127 @@ def finish_run(
             setattr(run, name, value)
         session.add(run)
         return run
+
+
+# The state of a ledger row whose run died without closing it (found by a later run).
+CRASHED = "crashed"
+UNKNOWN = "unknown"  # the flow run's state when this Prefect API has no such flow run
+
+
+@dataclass(frozen=True)
+class AbandonedRun:
+    """A ledger row a run left `running` although its flow run is over."""
+
+    run_id: int
+    flow_run_id: str
+    mode: str
+    prefect_state: str  # the flow run's final state name (Crashed, Failed…), or UNKNOWN
+
+
+async def close_abandoned_runs(
+    url: str, provider: str, account: str, current_flow_run_id: str | None
+) -> list[AbandonedRun]:
+    """Mark the account's ledger rows whose run died unseen `crashed`, and report each once.
+
+    A SIGKILLed run never closes its `running` row, and no hook of its reports it. A row of
+    another flow run that Prefect knows as over (Crashed, by the automation that watches
+    heartbeats, or Failed, Cancelled, Completed) or does not know at all was abandoned: it is
+    closed with one conditional UPDATE, and only the run whose UPDATE changed it logs a warning
+    and sends the Sentry event, so two runs starting at once report it once. A row of a flow
+    run still going (another deployment's run of the account) is left alone. Returns the rows
+    this run closed.
+    """
+    candidates = await asyncio.to_thread(_running_rows, url, provider, account, current_flow_run_id)
+    if not candidates:  # the usual case: one indexed SELECT, no Prefect call
+        return []
+    ended = await _ended_flow_runs([flow_run_id for _, flow_run_id, _ in candidates])
+    closed = []
+    for run_id, flow_run_id, mode in candidates:
+        if flow_run_id not in ended:
+            continue
+        run = AbandonedRun(run_id, flow_run_id, mode, ended[flow_run_id])
+        known = (
+            "this Prefect API does not know it"
+            if run.prefect_state == UNKNOWN
+            else f"Prefect has it {run.prefect_state}"
+        )
+        error = (
+            f"ended without finishing: its process was killed or lost (flow run {flow_run_id}: "
+            f"{known}); a later run picked up its work"
+        )
+        if not await asyncio.to_thread(_mark_crashed, url, run_id, error):
+            continue  # another run got there first and reported it
+        closed.append(run)
+        get_logger().warning(
+            "%s (account %s): the run of ledger row %s %s", provider, account, run_id, error
+        )
+        await asyncio.to_thread(
+            report_abandoned_run,
+            provider,
+            account,
+            flow_run_id,
+            mode=mode,
+            prefect_state=run.prefect_state,
+        )
+    return closed
+
+
+def _running_rows(
+    url: str, provider: str, account: str, current_flow_run_id: str | None
+) -> list[tuple[int, str, str]]:
+    """(id, flow_run_id, mode) of the account's `running` rows of other flow runs."""
+    query = select(SyncRun.id, SyncRun.flow_run_id, SyncRun.mode).where(
+        SyncRun.provider == provider,  # ix_sync_run_provider_account_started
+        SyncRun.account == account,
+        SyncRun.state == "running",
+        col(SyncRun.flow_run_id).is_not(None),
+    )
+    if current_flow_run_id is not None:
+        query = query.where(SyncRun.flow_run_id != current_flow_run_id)
+    with session_scope(url) as session:
+        return [(i, f, m) for i, f, m in session.exec(query).all() if i is not None and f]
+
+
+async def _ended_flow_runs(flow_run_ids: list[str]) -> dict[str, str]:
+    """Of these flow runs, those that are over: id → final state name, or UNKNOWN when this
+    Prefect API has no such flow run."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    wanted = {text: _as_uuid(text) for text in flow_run_ids}
+    ids = [uuid for uuid in wanted.values() if uuid is not None]
+    found: dict[UUID, Any] = {}
+    if ids:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
+            )
+        found = {run.id: run.state for run in runs}
+    ended = {}
+    for text, uuid in wanted.items():
+        if uuid not in found:
+            ended[text] = UNKNOWN
+        elif (state := found[uuid]) is not None and state.is_final():
+            ended[text] = state.name
+    return ended
+
+
+def _as_uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:  # not a Prefect id: no Prefect API knows it
+        return None
+
+
+def _mark_crashed(url: str, run_id: int, error: str) -> bool:
+    """Close a `running` row as crashed; False when it was no longer running."""
+    statement = (
+        sa.update(SyncRun)
+        .where(col(SyncRun.id) == run_id, col(SyncRun.state) == "running")
+        .values(state=CRASHED, finished_at=utcnow(), error=error[:4000])
+    )
+    with get_engine(url).begin() as connection:
+        return connection.execute(statement).rowcount == 1
 
 
 def record_failure(
@@ -394,13 +516,21 @@ async def tracked_run(
 ) -> AsyncIterator[RunTracker]:
     """Migrate if needed, open the ledger row, close it as completed or failed, publish a summary.
 
+    First, rows of this provider account that earlier runs left `running` because their process
+    died are closed as `crashed` and reported once (`close_abandoned_runs`).
+
     The summary is a Prefect table artifact with the run's counts and its first failures (the
     provider's own message per record), so the UI shows what happened without a database.
     """
     # Database work runs in a thread: a busy SQLite file must never stall paced requests.
     await asyncio.to_thread(ensure_schema, url)
     started = time.perf_counter()
-    run_id = await asyncio.to_thread(start_run, url, provider, account, mode, _flow_run_id())
+    flow_run_id = _flow_run_id()
+    try:
+        await close_abandoned_runs(url, provider, account, flow_run_id)
+    except Exception as exc:  # reporting a dead run must never fail this one
+        get_logger().warning("could not check for runs that died unseen: %s", describe_error(exc))
+    run_id = await asyncio.to_thread(start_run, url, provider, account, mode, flow_run_id)
     tracker = RunTracker(url, provider, account, mode, run_id, Counts())
     try:
         yield tracker

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     alert_webhook_url: SecretStr | None = Field(
         default=None, validation_alias="SYNCFLOWS_ALERT_WEBHOOK_URL"
     )
+    # Seconds between a flow run's heartbeats (the work pool passes it to every run as
+    # PREFECT_FLOWS_HEARTBEAT_FREQUENCY; Prefect's minimum is 30). A run silent for three of
+    # them is marked Crashed by `make deploy`'s automation (shared.alerts).
+    heartbeat_seconds: int = Field(
+        default=30, ge=30, validation_alias="SYNCFLOWS_HEARTBEAT_SECONDS"
+    )
     http_timeout_seconds: float = Field(default=30.0, gt=0, validation_alias="HTTP_TIMEOUT_SECONDS")
     http_max_attempts: int = Field(default=6, ge=1, validation_alias="HTTP_MAX_ATTEMPTS")
     http_backoff_max_seconds: float = Field(
@@ -234,6 +240,10 @@ class MailchimpSettings(ProviderSettings):
     token_keys: SecretStr | None = None
     token_keys_block: str | None = None
     max_in_flight: int = Field(default=10, ge=1, le=10)
+    # Connections one run syncs at once, each with its account's own 10 requests in flight: a
+    # run's work is bound by the accounts it drives at once, not by the worker's CPU
+    # (bench `mailchimp-workers`: 4 at once used a quarter of a core).
+    connections_at_once: int = Field(default=16, ge=1)
     # Deleting a contact archives its member (push §3.5); true forgets it for good instead,
     # after which Mailchimp refuses the address forever.
     permanent_delete: bool = False

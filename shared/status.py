@@ -141,9 +141,12 @@ def format_status(statuses: list[AccountStatus], database: str) -> str:
         lines = [f"{s.provider} / {s.account}"]
         if s.latest:
             r = s.latest
-            took = (
-                f"{r['duration_seconds']:.1f} s" if r["duration_seconds"] is not None else "running"
-            )
+            if r["duration_seconds"] is not None:
+                took = f"{r['duration_seconds']:.1f} s"
+            elif r["state"] == "crashed":  # killed outright; a later run closed its row
+                took = "never finished"
+            else:
+                took = "running"
             lines.append(
                 f"  last run   {r['state']} at {_when(r['started_at'])} ({r['mode']}, {took}): "
                 f"read {r['records_read']}, created {r['created']}, updated {r['updated']}, "

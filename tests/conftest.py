@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+
+from bench.local import POSTGRES_ADMIN_URL, fresh_database
 
 # Settings come from each test, never from a developer's .env or shell.
 os.environ["SYNCFLOWS_ENV_FILE"] = os.devnull
@@ -29,13 +31,10 @@ for _name in list(os.environ):
         "SYNCFLOWS_LEASE_SECONDS",
         "SYNCFLOWS_ALERT_BLOCK",
         "SYNCFLOWS_ALERT_WEBHOOK_URL",
+        "SYNCFLOWS_HEARTBEAT_SECONDS",
     ):
         del os.environ[_name]
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 
 def _postgres_answers() -> str | None:
@@ -70,20 +69,8 @@ def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
     if POSTGRES_MISSING:
         pytest.skip(POSTGRES_MISSING)
-    name = f"syncflows_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with fresh_database() as url:
         yield url
-    finally:
-        from shared.db import dispose_engine
-
-        dispose_engine(url)
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -102,6 +89,24 @@ def migrated_url(database_url: str) -> str:
 
     migrate(database_url)
     return database_url
+
+
+@pytest.fixture
+def sentry_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A local Sentry receiver as `SENTRY_DSN`; yields its state (`.events`, `.raw`)."""
+    from sandbox.server import serve
+    from shared import observability
+    from tests.support.sentry_receiver import create_receiver
+
+    receiver = create_receiver()
+    with serve(receiver) as base_url:
+        host = base_url.removeprefix("http://")
+        monkeypatch.setenv("SENTRY_DSN", f"http://publickey123456@{host}/42")
+        yield receiver.state
+    import sentry_sdk
+
+    sentry_sdk.get_client().close()
+    monkeypatch.setattr(observability, "_sentry_dsn", None)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -84,7 +85,6 @@ from shared.runs import (
 )
 from shared.settings import MailchimpSettings, Settings, load_provider_settings, load_settings
 
-CONNECTIONS_AT_ONCE = 4
 WAIT_IN_RUN_SECONDS = 30.0  # a retry due this soon is waited for; later ones are the next run's
 PAGES_AT_ONCE = 4
 SUBSCRIBES_AT_ONCE = 3
@@ -573,13 +573,17 @@ async def mailchimp_sync(
     connections = await in_thread(url, lambda s: load_connections(s, ring, owner))
     if owner is not None and not connections:
         raise LookupError(f"owner {owner!r} has no Mailchimp connection")
+    # In random order: two runs at once (a second drainer deployment on another worker) then
+    # mostly drive different accounts instead of sharing each account's 10 connections.
+    position = {c.owner_id: n for n, c in enumerate(connections)}
     runs = await fan_out(
-        connections,
+        random.sample(connections, len(connections)),
         lambda c: _isolated(
             sync_connection(c, provider, settings, full_sync, test_mode), c.owner_id
         ),
-        limit=CONNECTIONS_AT_ONCE,
+        limit=provider.connections_at_once,
     )
+    runs.sort(key=lambda each: position[each.owner])
     result = MailchimpResult()
     for each in runs:
         if each.summary is not None:

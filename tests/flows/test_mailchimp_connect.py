@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 import flows.mailchimp.cli
+from bench.local import free_port
 from flows.mailchimp import manage
 from flows.mailchimp.connections import PAUSED_NOTICE
 from flows.mailchimp.oauth import CallbackListener, OAuthError
@@ -36,7 +37,6 @@ from shared.cli import main
 from shared.crypto import Keyring, UnreadableSecret, new_key
 from shared.db import session_scope
 from shared.models import PushState, utcnow
-from tests.support.prefect_server import free_port
 
 OWNERS = ("alice", "bob", "carol")
 

@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -23,7 +19,6 @@ from shared.names import global_limit_name
 from shared.settings import GlobalLimits, Settings
 from tests.support.limit_load import run_load
 from tests.support.measure import MEASUREMENTS, analyse
-from tests.support.prefect_server import prefect_server
 
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = 30.0
@@ -290,53 +285,6 @@ async def test_one_process_eight_tasks_hold_10_per_second_for_30_seconds() -> No
     report = analyse([a.at for a in app.state.sandbox.log])
     MEASUREMENTS.append(f"limits, 1 process x {TASKS} tasks, cap 10/s, {SECONDS:.0f} s: {report}")
     assert report.requests == result["requests"]
-    assert report.max_window <= 10
-    assert report.rate >= 9.5
-
-
-@pytest.mark.e2e
-def test_two_processes_share_one_cap_through_prefect(postgres_url: str, tmp_path: Path) -> None:
-    app = create_app(api_key="load-key-123456")
-    with serve(app) as base_url, prefect_server(postgres_url, tmp_path) as api_url:
-        env = {
-            **os.environ,
-            "PREFECT_API_URL": api_url,
-            "PREFECT_HOME": str(tmp_path),
-            "SYNCFLOWS_GLOBAL_LIMITS": "on",
-            "PYTHONPATH": str(ROOT),
-        }
-        start_at = str(time.time() + 8)  # both import prefect first, then start together
-        processes = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.support.limit_load",
-                    base_url,
-                    "load-key-123456",
-                    str(SECONDS),
-                    str(TASKS),
-                    start_at,
-                ],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(2)
-        ]
-        outputs = [p.communicate(timeout=SECONDS + 90) for p in processes]
-    for process, (_, stderr) in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, stderr[-3000:]
-    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
-    report = analyse([a.at for a in app.state.sandbox.log])
-    split = " + ".join(f"{r['requests']} ({r['windows']} windows)" for r in results)
-    MEASUREMENTS.append(
-        f"limits, 2 processes x {TASKS} tasks sharing cap 10/s via Prefect on "
-        f"PostgreSQL, {SECONDS:.0f} s: {report}; split {split}"
-    )
-    assert report.requests == sum(r["requests"] for r in results)
     assert report.max_window <= 10
     assert report.rate >= 9.5
 

@@ -8,12 +8,9 @@ import pytest
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from sandbox.server import serve
-from shared import observability
 from shared.observability import Refusal, init_observability, report_run_failure
 from shared.redact import install_log_redaction, register_secret
 from shared.settings import SelfcheckSettings, load_provider_settings
-from tests.support.sentry_receiver import create_receiver
 
 SECRET = "sc-live-7d1e0c55a9b2f4"
 
@@ -29,19 +26,6 @@ async def exploding_sync(full_sync: bool = True) -> None:
     settings = await load_provider_settings(SelfcheckSettings)
     assert settings.api_key is not None
     await call_provider(settings.api_key.get_secret_value())
-
-
-@pytest.fixture
-def sentry_events(monkeypatch: pytest.MonkeyPatch) -> object:
-    receiver = create_receiver()
-    with serve(receiver) as base_url:
-        host = base_url.removeprefix("http://")
-        monkeypatch.setenv("SENTRY_DSN", f"http://publickey123456@{host}/42")
-        yield receiver.state
-    import sentry_sdk
-
-    sentry_sdk.get_client().close()
-    monkeypatch.setattr(observability, "_sentry_dsn", None)
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from prefect import flow, get_client
+from prefect.states import Crashed, Running
 from sqlmodel import select
 
 from shared.db import session_scope
@@ -9,6 +19,7 @@ from shared.models import SyncFailure, SyncRun
 from shared.redact import register_secret
 from shared.runs import (
     Counts,
+    close_abandoned_runs,
     finish_run,
     open_failure_keys,
     payload_hash,
@@ -17,7 +28,9 @@ from shared.runs import (
     resolve_failures,
     save_push_state,
     start_run,
+    tracked_run,
 )
+from shared.status import collect_status, format_status
 
 KEY = {"provider": "p", "account": "a", "operation": "upsert"}
 
@@ -124,3 +137,163 @@ def test_two_runs_failing_on_one_record_at_once_both_count(migrated_url: str) ->
     with session_scope(migrated_url) as session:
         failure = session.exec(select(SyncFailure)).one()
     assert failure.attempts == 2
+
+
+# A run killed outright (kill -9) leaves its ledger row `running`; the next run closes it.
+
+
+@flow(name="activecampaign-sync")
+def killed_sync() -> None:
+    """Stands in for a deployment's flow: only its flow runs are used, never run."""
+
+
+async def _flow_run(*, crashed: bool) -> str:
+    """A flow run on the Prefect API: Running, or Crashed as the heartbeat automation leaves it."""
+    async with get_client() as client:
+        run = await client.create_flow_run(killed_sync, state=Running())
+        if crashed:
+            await client.set_flow_run_state(
+                run.id, Crashed(message="No heartbeat for 90 s"), force=True
+            )
+    return str(run.id)
+
+
+def _row(url: str, run_id: int) -> SyncRun:
+    with session_scope(url) as session:
+        return session.get_one(SyncRun, run_id)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+async def test_the_next_run_closes_a_killed_runs_row_as_crashed_and_reports_it_once(
+    migrated_url: str, sentry_events: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    killed, going, elsewhere = (
+        await _flow_run(crashed=True),
+        await _flow_run(crashed=False),
+        await _flow_run(crashed=True),
+    )
+    dead = start_run(migrated_url, "activecampaign", "default", "full", killed)
+    alive = start_run(migrated_url, "activecampaign", "default", "incremental", going)
+    other = start_run(migrated_url, "activecampaign", "other-account", "incremental", elsewhere)
+    caplog.set_level(logging.WARNING)
+
+    async with tracked_run(migrated_url, "activecampaign", "default", "incremental"):
+        pass
+
+    row = _row(migrated_url, dead)
+    assert row.state == "crashed"
+    assert row.finished_at is not None
+    assert row.error is not None
+    assert "killed or lost" in row.error
+    assert killed in row.error
+    assert "Crashed" in row.error
+    assert _row(migrated_url, alive).state == "running"  # another deployment's run, still going
+    assert _row(migrated_url, other).state == "running"  # another account's: its own next run
+    assert len(sentry_events.events) == 1
+    event = sentry_events.events[0]
+    assert event["level"] == "error"
+    assert event["tags"]["syncflows.provider"] == "activecampaign"
+    assert event["tags"]["syncflows.account"] == "default"
+    assert event["tags"]["prefect.flow_run_id"] == killed
+    assert event["tags"]["syncflows.mode"] == "full"
+    assert event["message"] == (
+        f"activecampaign run {killed} (account default) ended without finishing: its process "
+        "was killed or lost; this run picks up its work"
+    )
+    assert killed in caplog.text
+    assert "killed or lost" in caplog.text
+
+    async with tracked_run(migrated_url, "activecampaign", "default", "incremental"):
+        pass
+    assert len(sentry_events.events) == 1  # reported once, not by every later run
+    assert _row(migrated_url, alive).state == "running"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+async def test_a_row_whose_flow_run_this_prefect_never_saw_is_closed_too(
+    migrated_url: str, sentry_events: Any
+) -> None:
+    unknown = str(uuid.uuid4())  # e.g. recorded against another Prefect server
+    dead = start_run(migrated_url, "brevo", "default", "incremental", unknown)
+
+    async with tracked_run(migrated_url, "brevo", "default", "incremental"):
+        pass
+
+    row = _row(migrated_url, dead)
+    assert row.state == "crashed"
+    assert "does not know it" in (row.error or "")
+    assert [e["tags"]["prefect.flow_run_id"] for e in sentry_events.events] == [unknown]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+async def test_two_runs_starting_at_once_report_a_dead_run_once(
+    migrated_url: str, sentry_events: Any
+) -> None:
+    killed = await _flow_run(crashed=True)
+    dead = start_run(migrated_url, "mailerlite", "default", "incremental", killed)
+
+    first, second = await asyncio.gather(
+        close_abandoned_runs(migrated_url, "mailerlite", "default", str(uuid.uuid4())),
+        close_abandoned_runs(migrated_url, "mailerlite", "default", str(uuid.uuid4())),
+    )
+
+    assert [r.run_id for r in first + second] == [dead]
+    assert len(sentry_events.events) == 1
+    assert _row(migrated_url, dead).state == "crashed"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+async def test_trouble_reporting_a_dead_run_never_fails_the_run(
+    migrated_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    killed = await _flow_run(crashed=True)
+    dead = start_run(migrated_url, "magento", "default", "incremental", killed)
+
+    async def unreachable(_ids: list[str]) -> dict[str, str]:
+        raise ConnectionError("Prefect API unreachable")
+
+    monkeypatch.setattr("shared.runs._ended_flow_runs", unreachable)
+    caplog.set_level(logging.WARNING)
+    async with tracked_run(migrated_url, "magento", "default", "incremental") as run:
+        run.counts.created = 1
+
+    assert _row(migrated_url, dead).state == "running"  # a later run will try again
+    assert _row(migrated_url, run.run_id).state == "completed"
+    assert "Prefect API unreachable" in caplog.text
+
+
+def test_status_shows_a_crashed_run_without_a_made_up_duration(migrated_url: str) -> None:
+    t0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
+    with session_scope(migrated_url) as session:
+        session.add(
+            SyncRun(
+                provider="magento",
+                account="default",
+                mode="incremental",
+                started_at=t0,
+                finished_at=t0 + timedelta(seconds=60),
+                state="completed",
+            )
+        )
+        session.add(  # closed by the next run a day later: a day is not how long it ran
+            SyncRun(
+                provider="magento",
+                account="default",
+                mode="incremental",
+                started_at=t0 + timedelta(hours=1),
+                finished_at=t0 + timedelta(hours=25),
+                state="crashed",
+                error="ended without finishing: its process was killed or lost",
+            )
+        )
+    with sa.create_engine(migrated_url).connect() as connection:
+        stats = connection.execute(sa.text("SELECT * FROM sync_run_stats")).one()
+        latest = connection.execute(sa.text("SELECT * FROM sync_run_latest")).one()
+    assert stats.avg_duration_seconds == pytest.approx(60.0)
+    assert stats.success_rate == pytest.approx(0.5)
+    assert (latest.state, latest.duration_seconds) == ("crashed", None)
+
+    report = format_status(collect_status(migrated_url), "the test database")
+    assert "last run   crashed at 2026-11-21 09:00:00 UTC (incremental, never finished)" in report
+    assert "killed or lost" in report
+    assert "60.0 s on average" in report

@@ -1,14 +1,8 @@
-"""Load generator for the limit tests: N concurrent tasks through the real HTTP core.
-
-Usage: python -m tests.support.limit_load BASE_URL API_KEY SECONDS TASKS START_AT
-Prints one JSON line: requests sent and windows held.
-"""
+"""Load generator for the limit tests: N concurrent tasks through the real HTTP core."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
 
 from shared.http import provider_client
@@ -29,14 +23,3 @@ async def run_load(
     async with client:
         await asyncio.gather(*(worker() for _ in range(tasks)))
         return {"requests": client.requests, "windows": client.limiter.windows}
-
-
-def main() -> None:
-    base_url, api_key, seconds, tasks, start_at = sys.argv[1:6]
-    time.sleep(max(0.0, float(start_at) - time.time()))
-    result = asyncio.run(run_load(base_url, api_key, float(seconds), int(tasks), Settings()))
-    print(json.dumps(result))  # noqa: T201
-
-
-if __name__ == "__main__":
-    main()
