@@ -1,5 +1,6 @@
-"""Local infrastructure that the benchmarks and the end-to-end tests start: fresh PostgreSQL
-databases and a real `prefect server start` on loopback, backed by one of them."""
+"""Local infrastructure that the benchmarks and the end-to-end tests start and watch: fresh
+PostgreSQL databases, a real `prefect server start` on loopback backed by one of them, and the
+machine's process table."""
 
 from __future__ import annotations
 
@@ -122,3 +123,19 @@ def prefect_server(
         yield PrefectServer(api_url, process.pid)
     finally:
         stop_group(process)
+
+
+def process_table() -> dict[int, tuple[str, int, int]]:
+    """pid → (command name, parent pid, CPU ticks used) of every process."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(" (")[2].rpartition(") ")
+        fields = rest.split()
+        table[int(entry.name)] = (name, int(fields[1]), int(fields[11]) + int(fields[12]))
+    return table

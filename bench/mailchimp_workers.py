@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from bench.harness import ROOT, BenchResult, Scenario, report, save
-from bench.local import fresh_database, prefect_server, stop_group
+from bench.local import fresh_database, prefect_server, process_table, stop_group
 
 CONNECTIONS = 50
 CONTACTS = 1_000  # per connection
@@ -53,6 +53,7 @@ ENTRYPOINT = "flows/mailchimp/flow.py:mailchimp_sync"
 CASE_TIMEOUT = 20 * 60.0  # seconds from trigger; a case that takes longer is reported incorrect
 STARTUP_TIMEOUT = 180.0
 SAMPLE_SECONDS = 1.0
+HEARTBEAT_SECONDS = 30  # the pool's, as `make deploy` sets it (SYNCFLOWS_HEARTBEAT_SECONDS)
 
 
 def owner_ids(count: int) -> list[str]:
@@ -242,8 +243,10 @@ def deploy(api_url: str, names: list[str]) -> None:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from shared.deploy import ensure_work_pool
+
     with temporary_settings({PREFECT_API_URL: api_url}):
-        asyncio.run(_create_pool())
+        asyncio.run(ensure_work_pool(HEARTBEAT_SECONDS, POOL))  # what `make deploy` creates
         flow: Any = Flow.from_source(source=str(ROOT), entrypoint=ENTRYPOINT)
         for name in names:
             with redirect_stdout(io.StringIO()):  # deploy prints a table of what it applied
@@ -259,19 +262,6 @@ def deploy(api_url: str, names: list[str]) -> None:
                     print_next_steps=False,
                     ignore_warnings=True,
                 )
-
-
-async def _create_pool() -> None:
-    """A `process` pool with Prefect's default job template (what `make deploy` creates)."""
-    from prefect import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.workers.process import ProcessWorker
-
-    template = ProcessWorker.get_default_base_job_template()
-    async with get_client() as client:
-        await client.create_work_pool(
-            WorkPoolCreate(name=POOL, type="process", base_job_template=template)
-        )
 
 
 @contextmanager
@@ -305,22 +295,6 @@ def workers(
 # ---- CPU and memory, sampled from /proc --------------------------------------------------------
 
 
-def _proc_table() -> dict[int, tuple[str, int, int]]:
-    """pid → (command name, parent pid, CPU ticks used) of every process."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        name, _, rest = text.partition(" (")[2].rpartition(") ")
-        fields = rest.split()
-        table[int(entry.name)] = (name, int(fields[1]), int(fields[11]) + int(fields[12]))
-    return table
-
-
 def _machine_ticks() -> tuple[int, int]:
     """(busy, total) CPU ticks of the whole machine since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -345,7 +319,7 @@ class Sampler:
 
     def __enter__(self) -> Sampler:
         self._machine = _machine_ticks()
-        self.baseline = {pid: ticks for pid, (_, _, ticks) in _proc_table().items()}
+        self.baseline = {pid: ticks for pid, (_, _, ticks) in process_table().items()}
         self._thread.start()
         return self
 
@@ -374,7 +348,7 @@ class Sampler:
         return None
 
     def _sample(self) -> None:
-        table = _proc_table()
+        table = process_table()
         for pid, (_, _, ticks) in table.items():
             role = self.role.get(pid) or self._role(pid, table)
             if role is None:

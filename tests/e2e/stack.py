@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from bench.local import fresh_database, prefect_server
+from bench.local import fresh_database, prefect_server, process_table, stop_group
 from sandbox.activecampaign import create_app as activecampaign_app
 from sandbox.app_contacts import connect_owner, seed_contacts
 from sandbox.app_customers import seed_customers
@@ -142,14 +142,12 @@ class Stack:
         return pids
 
     def stop_workers(self) -> None:
-        for name in list(self.workers):
-            worker = self.workers.pop(name)
+        """SIGTERM every worker at once, then wait for each (SIGKILL after 10 s)."""
+        workers = [self.workers.pop(name) for name in list(self.workers)]
+        for worker in workers:
             os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # prefect-notes §3: workers may ignore SIGTERM
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+        for worker in workers:
+            stop_group(worker, timeout=10)
 
     def worker_logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.home.glob("e2e-w*.log")))
@@ -170,21 +168,15 @@ def run(command: list[str], env: dict[str, str], timeout: float = 180) -> str:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc (children first found, then theirs)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            parents.setdefault(ppid, []).append(int(entry.name))
+    """Every process below `pid` (children, then theirs)."""
+    children: dict[int, list[int]] = {}
+    for child, (_, parent, _) in process_table().items():
+        children.setdefault(parent, []).append(child)
     found, queue = [], [pid]
     while queue:
-        children = parents.get(queue.pop(), [])
-        found += children
-        queue += children
+        below = children.get(queue.pop(), [])
+        found += below
+        queue += below
     return found
 
 
